@@ -1,0 +1,293 @@
+"""The suite inside Locust: command-line options, the run context, and the event hooks that tie them together.
+
+Importing this module (the locustfiles do) registers:
+
+- `--scenario FILE` (or env LOCUST_SCENARIO) and `--run-dir DIR` options;
+- at init: the scenario is loaded (a bad file: one line, exit 2), the host defaults to the scenario's;
+- at test start: the server is probed once (`/v1/models`, model served, context length), the tokenizer calibrated,
+  the run folder and `run.json` written, and, for open loop, the arrival schedule started — all before any load;
+- at test stop: records flushed, levels and `run.json` completed (status `completed`, `stopped` or `interrupted`).
+
+Data flows one way: scenario → `RunContext` (prompt factory, level tracker, schedule) → users → `CsvSink`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import shlex
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import gevent
+from locust import events
+from locust.env import Environment
+from locust.runners import MasterRunner, WorkerRunner
+
+from vlab.errors import UserError
+from vlab.load import ArrivalSchedule, LevelTracker, make_shape_class
+from vlab.openai_server import ServerInfo, Tokenizer, probe_server
+from vlab.run import RUN_JSON, base_metadata, new_run_dir, read_run_json, write_json_atomic, write_levels
+from vlab.scenario import Scenario, load_scenario
+from vlab.sink import CsvSink
+from vlab.workload import PromptFactory, WordVocabulary
+
+log = logging.getLogger("vlab")
+DEFAULT_HOST = "http://127.0.0.1:8000"
+
+
+def api_key_for(scenario: Scenario) -> str | None:
+    """The API key from the environment variable or file the scenario names (never from the YAML itself)."""
+    api = scenario.api
+    if api.api_key_env:
+        key = os.environ.get(api.api_key_env)
+        if not key:
+            raise UserError(f"api.api_key_env: environment variable {api.api_key_env} is not set")
+        return key.strip()
+    if api.api_key_file:
+        try:
+            return api.api_key_file.read_text().splitlines()[0].strip()
+        except (OSError, IndexError):
+            raise UserError(f"api.api_key_file: cannot read a key from {api.api_key_file}") from None
+    return None
+
+
+@dataclass
+class RunContext:
+    """Everything a process of the run shares: the scenario and what was derived from it at start."""
+
+    scenario: Scenario
+    scenario_path: Path
+    environment: Environment
+    node: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    tracker: LevelTracker = field(init=False)
+    run_dir: Path | None = None
+    server: ServerInfo | None = None
+    factory: PromptFactory | None = None
+    sink: CsvSink | None = None
+    schedule: ArrivalSchedule | None = None
+    api_key: str | None = None
+    shape_finished: bool = False
+    _seq: itertools.count = field(default_factory=itertools.count)
+    _users: itertools.count = field(default_factory=itertools.count)
+    _poller: gevent.Greenlet | None = None
+
+    def __post_init__(self) -> None:
+        self.tracker = LevelTracker(open_loop=self.scenario.load.open_loop)
+
+    @property
+    def is_master(self) -> bool:
+        return isinstance(self.environment.runner, MasterRunner)
+
+    @property
+    def is_worker(self) -> bool:
+        return isinstance(self.environment.runner, WorkerRunner)
+
+    def next_request_id(self) -> str:
+        return f"{self.node}-{next(self._seq)}"
+
+    def next_user_index(self) -> int:
+        return next(self._users)
+
+
+CONTEXT: RunContext | None = None
+
+
+def context() -> RunContext:
+    if CONTEXT is None:
+        raise RuntimeError("the vlab Locust plugin is not initialised (no --scenario?)")
+    return CONTEXT
+
+
+# ------------------------------------------------------------------------------------------------ import-time shape
+def _argv_option(name: str) -> str | None:
+    argv = sys.argv[1:]
+    for i, arg in enumerate(argv):
+        if arg == name and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def shape_from_argv():
+    """The LoadTestShape for this invocation, or None when the web UI's form drives the load.
+
+    Locust discovers shapes by scanning the locustfile at import, before it parses options, so the scenario is
+    read from the command line (or LOCUST_SCENARIO) here. A staged or open-loop scenario, or any headless run,
+    gets the shape; a single-stage closed-loop scenario in the web UI leaves the user count to the form.
+    """
+    path = _argv_option("--scenario") or os.environ.get("LOCUST_SCENARIO")
+    if not path:
+        return None
+    try:
+        scenario = load_scenario(path)
+    except UserError:
+        return None  # reported properly at init
+    headless = "--headless" in sys.argv or os.environ.get("LOCUST_HEADLESS", "").lower() in ("1", "true")
+    worker = "--worker" in sys.argv
+    if worker or not (headless or len(scenario.load.stages) > 1 or scenario.load.open_loop):
+        return None
+    return make_shape_class(scenario.load, on_stage=_on_stage)
+
+
+def _on_stage(index: int, target: float) -> None:
+    ctx = CONTEXT
+    if ctx is None:
+        return
+    ctx.tracker.enter(target, index)
+    log.info("vlab: level %d: %s", index, _level_label(ctx.scenario, target))
+
+
+def _level_label(scenario: Scenario, target: float) -> str:
+    return f"{target:g} req/s" if scenario.load.open_loop else f"{target:g} users"
+
+
+# ------------------------------------------------------------------------------------------------------- options
+@events.init_command_line_parser.add_listener
+def _add_arguments(parser) -> None:
+    group = parser.add_argument_group("vllm-inference-lab")
+    group.add_argument("--scenario", type=str, env_var="LOCUST_SCENARIO", default="", help="Scenario YAML file.")
+    group.add_argument(
+        "--run-dir", type=str, env_var="LOCUST_RUN_DIR", default="", help="Run folder (default: reports/<time>-<name>)."
+    )
+
+
+def _fail(environment: Environment, message: str, code: int = 2) -> None:
+    """Report a user mistake as one line and end the run with a non-zero exit code."""
+    print(f"vlab: error: {message}", file=sys.stderr, flush=True)
+    environment.process_exit_code = code
+    runner = environment.runner
+    if runner is not None:
+        gevent.spawn_later(0, runner.quit)
+
+
+@events.init.add_listener
+def _on_init(environment: Environment, **_kw) -> None:
+    global CONTEXT
+    options = environment.parsed_options
+    path = getattr(options, "scenario", "") if options else ""
+    if not path:
+        print("vlab: error: --scenario FILE is required (see scenarios/)", file=sys.stderr)
+        sys.exit(2)
+    try:
+        scenario = load_scenario(path)
+    except UserError as exc:
+        print(f"vlab: error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    if not environment.host:
+        environment.host = scenario.api.host or DEFAULT_HOST
+    CONTEXT = RunContext(scenario=scenario, scenario_path=Path(path), environment=environment)
+    if options.run_dir:
+        CONTEXT.run_dir = Path(options.run_dir)
+
+
+# ----------------------------------------------------------------------------------------------------- test start
+@events.test_start.add_listener
+def _on_test_start(environment: Environment, **_kw) -> None:
+    ctx = context()
+    try:
+        ctx.api_key = api_key_for(ctx.scenario)
+        if not ctx.is_master:
+            _prepare_load_process(ctx)
+        if not ctx.is_worker:
+            _prepare_run_folder(ctx)
+    except UserError as exc:
+        _fail(environment, str(exc), exc.exit_code)
+
+
+def _prepare_load_process(ctx: RunContext) -> None:
+    """Probe the server and build the workload: done once per load-generating process, before its users run."""
+    scenario = ctx.scenario
+    host = ctx.environment.host or DEFAULT_HOST
+    ctx.server = probe_server(host, scenario.api.model, api_key=ctx.api_key)
+    vocabulary = None
+    if scenario.data.dataset is None:
+        vocabulary = WordVocabulary.calibrate(Tokenizer(host, ctx.server.model, ctx.api_key))
+    ctx.factory = PromptFactory(scenario, ctx.server.model, vocabulary, node=ctx.node)
+    ctx.factory.check_context(ctx.server.max_model_len)
+    if ctx.run_dir is None:
+        ctx.run_dir = new_run_dir(scenario.name)
+    ctx.sink = CsvSink(ctx.run_dir)
+    if scenario.load.open_loop:
+        ctx.schedule = ArrivalSchedule(scenario.load.arrival, ctx.tracker, seed=ctx.node)
+        ctx.schedule.start()
+
+
+def _prepare_run_folder(ctx: RunContext) -> None:
+    if ctx.run_dir is None:
+        ctx.run_dir = new_run_dir(ctx.scenario.name)
+    ctx.run_dir.mkdir(parents=True, exist_ok=True)
+    meta = base_metadata(ctx.scenario.model_dump(mode="json"), ctx.environment.host or DEFAULT_HOST)
+    meta["scenario_path"] = str(ctx.scenario_path)
+    meta["command"] = shlex.join(sys.argv)
+    if ctx.server is not None:
+        meta["server"] = {
+            "model": ctx.server.model,
+            "models": ctx.server.models_answer,
+            "max_model_len": ctx.server.max_model_len,
+            "vllm_version": ctx.server.version,
+        }
+    if ctx.factory is not None and ctx.factory.vocab is not None:
+        meta["prompt_overhead_tokens"] = {
+            "chat": ctx.factory.vocab.chat_overhead,
+            "completions": ctx.factory.vocab.completions_overhead,
+        }
+    profile = os.environ.get("VLAB_SERVER_PROFILE")
+    if profile:
+        meta["server_profile"] = profile
+    write_json_atomic(ctx.run_dir / RUN_JSON, meta)
+    if ctx.environment.shape_class is None:
+        ctx._poller = gevent.spawn(_follow_user_count, ctx)
+    print(f"vlab: run folder {ctx.run_dir}", file=sys.stderr, flush=True)
+
+
+def _follow_user_count(ctx: RunContext) -> None:
+    """Without a shape (web UI), every new target user count started from the form is a new level."""
+    runner = ctx.environment.runner
+    while True:
+        target = getattr(runner, "target_user_count", None)
+        if target:
+            ctx.tracker.enter(float(target))
+        gevent.sleep(0.25)
+
+
+# ------------------------------------------------------------------------------------------------------ test stop
+@events.test_stop.add_listener
+def _on_test_stop(environment: Environment, **_kw) -> None:
+    ctx = CONTEXT
+    if ctx is None:
+        return
+    if ctx.schedule is not None:
+        ctx.schedule.stop()
+    if ctx.sink is not None:
+        ctx.sink.flush()
+    if ctx._poller is not None:
+        ctx._poller.kill(block=False)
+    if not ctx.is_worker and ctx.run_dir is not None and (ctx.run_dir / RUN_JSON).exists():
+        ctx.tracker.close()
+        write_levels(ctx.run_dir, ctx.tracker.levels)
+        meta = read_run_json(ctx.run_dir)
+        meta["ended_at"] = time.time()
+        if environment.shape_class is None:
+            meta["status"] = "stopped"
+        else:
+            finished = ctx.shape_finished or (time.time() - meta["started_at"]) >= ctx.scenario.load.duration_s - 1
+            meta["status"] = "completed" if finished else "interrupted"
+            if not finished:
+                meta["interrupted_at"] = meta["ended_at"]
+        meta["records"] = ctx.sink.written if ctx.sink is not None else None
+        write_json_atomic(ctx.run_dir / RUN_JSON, meta)
+
+
+@events.quitting.add_listener
+def _on_quitting(environment: Environment, **_kw) -> None:
+    ctx = CONTEXT
+    if ctx is not None and ctx.sink is not None:
+        ctx.sink.close()
+        if not ctx.is_worker and ctx.run_dir is not None:
+            print(f"vlab: {ctx.sink.written} requests recorded in {ctx.run_dir}", file=sys.stderr, flush=True)

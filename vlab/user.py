@@ -1,0 +1,181 @@
+"""The Locust user that streams completions and measures every token event.
+
+Each request: take an arrival ticket (open loop only), build the body, send it on the user's own keep-alive
+connection (`vlab.stream`), and after the last byte turn the stamped reads into a `RequestRecord` plus token times
+(`vlab.sse`, `vlab.metrics`). Three Locust request events per request (TTFT, ITL mean, and the request itself as
+E2E) feed Locust's console, web UI and `--csv`; the exact numbers are the run's own CSVs.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+from gevent import GreenletExit
+from locust import User, constant, task
+
+from vlab.locust_plugin import RunContext, context
+from vlab.metrics import RequestTiming
+from vlab.records import ErrorKind, RequestRecord
+from vlab.sse import StreamResult, parse_stream
+from vlab.stream import RawStream, StreamConnection
+from vlab.workload import PreparedRequest
+
+
+def measure(
+    ctx: RunContext,
+    conn: StreamConnection,
+    prepared: PreparedRequest,
+    user_index: int,
+    *,
+    queue_wait_ms: float = 0.0,
+    retrieval_ms: float = math.nan,
+    want_text: bool = False,
+) -> StreamResult:
+    """Send one request, record it (sink + Locust events), and return what the stream contained."""
+    level = ctx.tracker.current
+    raw = RawStream()
+    cut_off = False
+    try:
+        conn.post(ctx.scenario.api.path, prepared.body, raw)
+    except GreenletExit:
+        cut_off = True  # the run stopped while this request was in flight: record it as such, then stop
+        conn.close()
+    result = parse_stream(raw, want_text=want_text)
+    if cut_off:
+        result.error_kind, result.error = ErrorKind.CUT_OFF, "in flight when the run stopped"
+    record, token_times = to_record(ctx, raw, result, prepared, user_index, level, queue_wait_ms, retrieval_ms)
+    if ctx.sink is not None:
+        ctx.sink.add(record, token_times)
+    if cut_off:  # on disk as cut_off; not a server failure, so Locust's stats (and exit code) do not count it
+        raise GreenletExit
+    _fire_locust_events(ctx, record)
+    return result
+
+
+def to_record(
+    ctx: RunContext,
+    raw: RawStream,
+    result: StreamResult,
+    prepared: PreparedRequest,
+    user_index: int,
+    level,
+    queue_wait_ms: float,
+    retrieval_ms: float,
+) -> tuple[RequestRecord, tuple[float, ...]]:
+    timing = None
+    if result.first_choice_stamp is not None:
+        timing = RequestTiming.from_stamps(raw.t_send, result.first_choice_stamp, result.token_stamps)
+    n_events = len(result.token_stamps)
+    ok = result.ok and timing is not None and n_events > 0
+    error_kind, error = result.error_kind, result.error
+    if result.ok and not ok:
+        error_kind, error = ErrorKind.MALFORMED, "stream carried no token"
+    completion = result.completion_tokens
+    record = RequestRecord(
+        request_id=ctx.next_request_id(),
+        level=level.index if level else -1,
+        level_target=level.target if level else math.nan,
+        user=user_index,
+        node=ctx.node,
+        endpoint=ctx.scenario.api.endpoint,
+        t_start_s=raw.t_send_wall or time.time(),
+        queue_wait_ms=queue_wait_ms,
+        ttft_ms=timing.ttft_ms if timing else math.nan,
+        e2e_ms=timing.e2e_ms if timing else math.nan,
+        itl_mean_ms=timing.itl_mean_ms if timing else math.nan,
+        tpot_ms=timing.tpot_ms(completion if completion > 0 else n_events) if timing else math.nan,
+        n_events=n_events,
+        prompt_tokens=result.prompt_tokens,
+        completion_tokens=completion,
+        prompt_tokens_requested=prepared.prompt_tokens_requested,
+        max_tokens=prepared.max_tokens,
+        finish_reason=result.finish_reason,
+        multi_token=completion > n_events > 0,
+        ok=ok,
+        status=raw.status,
+        error_kind="" if ok else error_kind,
+        error="" if ok else error[:300],
+        prefix_id=prepared.prefix_id,
+        retrieval_ms=retrieval_ms,
+    )
+    return record, timing.token_times_ms if timing else ()
+
+
+def _fire_locust_events(ctx: RunContext, record: RequestRecord) -> None:
+    fire = ctx.environment.events.request.fire
+    name = ctx.scenario.api.path
+    if record.ok:
+        fire(request_type="TTFT", name=name, response_time=record.ttft_ms, response_length=0, exception=None)
+        if record.n_events > 1:
+            fire(request_type="ITL", name=name, response_time=record.itl_mean_ms, response_length=0, exception=None)
+        fire(
+            request_type="POST",
+            name=name,
+            response_time=record.e2e_ms,
+            response_length=max(record.completion_tokens, record.n_events),
+            exception=None,
+        )
+    else:
+        elapsed = record.e2e_ms if not math.isnan(record.e2e_ms) else (time.time() - record.t_start_s) * 1000.0
+        fire(
+            request_type="POST",
+            name=name,
+            response_time=elapsed,
+            response_length=0,
+            exception=RuntimeError(f"{record.error_kind}: {record.error}"),
+        )
+
+
+class LLMUser(User):
+    """Streams completions from the scenario's endpoint; closed loop (next request at once) or open loop (waits
+    for an arrival ticket)."""
+
+    wait_time = constant(0)
+
+    def on_start(self) -> None:
+        self.ctx = context()
+        api = self.ctx.scenario.api
+        self.user_index = self.ctx.next_user_index()
+        self.conn = StreamConnection(
+            self.host or self.ctx.environment.host,
+            connect_timeout_s=api.connect_timeout_s,
+            read_timeout_s=api.read_timeout_s,
+            api_key=self.ctx.api_key,
+        )
+        self.history: list[dict] = []
+        self.turns: list[str] = []
+
+    def on_stop(self) -> None:
+        self.conn.close()
+
+    @task
+    def generate(self) -> None:
+        ctx = self.ctx
+        if ctx.factory is None:  # start-up failed (already reported): do nothing until the runner quits
+            self.stop()
+            return
+        queue_wait_ms = 0.0
+        if ctx.schedule is not None:
+            due = ctx.schedule.take()
+            queue_wait_ms = max(0.0, (time.perf_counter() - due) * 1000.0)
+        dataset = ctx.scenario.data.dataset
+        if dataset is not None and dataset.multi_turn:
+            self._next_turn(queue_wait_ms)
+            return
+        measure(ctx, self.conn, ctx.factory.next_request(), self.user_index, queue_wait_ms=queue_wait_ms)
+
+    def _next_turn(self, queue_wait_ms: float) -> None:
+        """Multi-turn chat: replay one conversation's human turns, keeping the real answers as history."""
+        factory = self.ctx.factory
+        assert factory is not None
+        if not self.turns:
+            self.turns, self.history = list(factory.conversation()), []
+        prompt = self.turns.pop(0)
+        max_tokens = factory.draw_max_tokens()
+        prepared = factory.build(prompt, max_tokens, history=self.history)
+        result = measure(self.ctx, self.conn, prepared, self.user_index, queue_wait_ms=queue_wait_ms, want_text=True)
+        if result.ok:
+            self.history = [*prepared.messages, {"role": "assistant", "content": result.text}]
+        else:
+            self.turns = []  # a failed turn ends the conversation
