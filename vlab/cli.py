@@ -15,6 +15,7 @@ from vlab.errors import UserError
 
 # Modules that contribute subcommands, in the order `vlab --help` lists them.
 SUBCOMMAND_MODULES = (
+    "vlab.demo",
     "server.cli",
     "vlab.sweep",
     "analysis.cli",

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 
 import gevent
 from gevent.queue import Queue
-from locust import LoadTestShape
 
 from vlab.scenario import ArrivalConfig, LoadConfig
 
@@ -70,31 +69,6 @@ def stage_at(load: LoadConfig, elapsed_s: float) -> int | None:
     return None
 
 
-def make_shape_class(load: LoadConfig, on_stage: callable) -> type[LoadTestShape]:
-    """A LoadTestShape that walks the scenario's stages; `on_stage(index, target)` runs when a stage begins."""
-
-    class ScenarioShape(LoadTestShape):
-        """Runs the scenario's stages in order, then stops the test."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            self._stage: int | None = None
-
-        def tick(self):
-            index = stage_at(load, self.get_run_time())
-            if index is None:
-                return None
-            stage = load.stages[index]
-            if index != self._stage:
-                self._stage = index
-                on_stage(index, stage.target)
-            if load.open_loop:  # slot users: all of them from the start; the schedule sets the pace
-                return load.arrival.max_in_flight, max(load.spawn_rate, float(load.arrival.max_in_flight))
-            return stage.users, load.spawn_rate
-
-    return ScenarioShape
-
-
 def interarrival_s(arrival: ArrivalConfig, rate: float, rng: random.Random) -> float:
     """One gap between arrivals, seconds, with mean 1/rate: constant, exponential (Poisson), or
     gamma(shape=burstiness, scale=1/(rate·burstiness)) as in `vllm bench serve`."""
@@ -105,11 +79,31 @@ def interarrival_s(arrival: ArrivalConfig, rate: float, rng: random.Random) -> f
     return rng.gammavariate(arrival.burstiness, 1.0 / (rate * arrival.burstiness))
 
 
+def stage_arrivals(arrival: ArrivalConfig, rate: float, duration_s: float, rng: random.Random) -> list[float]:
+    """Arrival offsets (seconds from the stage start) for one stage: n = round(rate · duration) gaps drawn from the
+    arrival law, then scaled by one common factor so that they sum to n / rate.
+
+    The factor is 1 ± 1/√n, so the law's shape (coefficient of variation, burstiness) is kept, while the stage
+    holds exactly the target count: a plain Poisson draw over a 30 s stage misses its rate by ±6% (1/√n) by chance
+    alone, which would make the achieved rate meaningless as a check of the load generator.
+    """
+    n = round(rate * duration_s)
+    if n <= 0:
+        return []
+    gaps = [interarrival_s(arrival, rate, rng) for _ in range(n)]
+    scale = (n / rate) / sum(gaps)
+    offsets, t = [], 0.0
+    for gap in gaps:
+        t += gap * scale
+        offsets.append(t)
+    return offsets
+
+
 class ArrivalSchedule:
     """Open-loop tickets for this process. A ticket is the perf_counter instant its request was due."""
 
-    def __init__(self, arrival: ArrivalConfig, tracker: LevelTracker, share: float = 1.0, seed: str = "") -> None:
-        self.arrival = arrival
+    def __init__(self, load: LoadConfig, tracker: LevelTracker, share: float = 1.0, seed: str = "") -> None:
+        self.load = load
         self.tracker = tracker
         self.share = share
         """This process's fraction of the global rate (1 / number of worker processes)."""
@@ -126,20 +120,25 @@ class ArrivalSchedule:
             self._greenlet.kill(block=False)
 
     def _run(self) -> None:
-        due = time.perf_counter()
+        done: int | None = None
         while True:
             level = self.tracker.current
-            rate = (level.target if level else 0.0) * self.share
-            if rate <= 0:
-                gevent.sleep(0.05)
-                due = time.perf_counter()
+            if level is None or level.index == done or level.index >= len(self.load.stages):
+                gevent.sleep(0.01)
                 continue
-            due += interarrival_s(self.arrival, rate, self.rng)
-            delay = due - time.perf_counter()
-            if delay > 0:
-                gevent.sleep(delay)
-            self.tickets.put(due)
-            self.issued += 1
+            done = level.index
+            stage = self.load.stages[level.index]
+            # The stage began at level.start_s (wall clock); express that on the perf_counter clock.
+            t0 = time.perf_counter() - (time.time() - level.start_s)
+            for offset in stage_arrivals(self.load.arrival, level.target * self.share, stage.duration, self.rng):
+                if self.tracker.current is not level:
+                    break
+                due = t0 + offset
+                delay = due - time.perf_counter()
+                if delay > 0:
+                    gevent.sleep(delay)
+                self.tickets.put(due)
+                self.issued += 1
 
     def take(self) -> float:
         """Block until a ticket is due; return its due instant (perf_counter seconds)."""

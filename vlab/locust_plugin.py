@@ -20,19 +20,20 @@ import shlex
 import socket
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import gevent
-from locust import events
+from locust import LoadTestShape, events
 from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
 from vlab.errors import UserError
-from vlab.load import ArrivalSchedule, LevelTracker, make_shape_class
+from vlab.load import ArrivalSchedule, LevelTracker, stage_at
 from vlab.openai_server import ServerInfo, Tokenizer, probe_server
 from vlab.run import RUN_JSON, base_metadata, new_run_dir, read_run_json, write_json_atomic, write_levels
-from vlab.scenario import Scenario, load_scenario
+from vlab.scenario import LoadConfig, Scenario, load_scenario
 from vlab.sink import CsvSink
 from vlab.workload import PromptFactory, WordVocabulary
 
@@ -104,6 +105,31 @@ def context() -> RunContext:
 
 
 # ------------------------------------------------------------------------------------------------ import-time shape
+def make_shape_class(load: LoadConfig, on_stage: Callable[[int, float], None]) -> type[LoadTestShape]:
+    """A LoadTestShape that walks the scenario's stages; `on_stage(index, target)` runs when a stage begins."""
+
+    class ScenarioShape(LoadTestShape):
+        """Runs the scenario's stages in order, then stops the test."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self._stage: int | None = None
+
+        def tick(self):
+            index = stage_at(load, self.get_run_time())
+            if index is None:
+                return None
+            stage = load.stages[index]
+            if index != self._stage:
+                self._stage = index
+                on_stage(index, stage.target)
+            if load.open_loop:  # slot users: all of them from the start; the schedule sets the pace
+                return load.arrival.max_in_flight, max(load.spawn_rate, float(load.arrival.max_in_flight))
+            return stage.users, load.spawn_rate
+
+    return ScenarioShape
+
+
 def _argv_option(name: str) -> str | None:
     argv = sys.argv[1:]
     for i, arg in enumerate(argv):
@@ -214,7 +240,7 @@ def _prepare_load_process(ctx: RunContext) -> None:
         ctx.run_dir = new_run_dir(scenario.name)
     ctx.sink = CsvSink(ctx.run_dir)
     if scenario.load.open_loop:
-        ctx.schedule = ArrivalSchedule(scenario.load.arrival, ctx.tracker, seed=ctx.node)
+        ctx.schedule = ArrivalSchedule(scenario.load, ctx.tracker, seed=ctx.node)
         ctx.schedule.start()
 
 

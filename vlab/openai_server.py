@@ -7,6 +7,7 @@ model) becomes one `UserError` line.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import urllib.error
 import urllib.request
@@ -80,10 +81,8 @@ def probe_server(base_url: str, model: str | None = None, *, api_key: str | None
     entry = entries[ids.index(chosen)]
     max_len = entry.get("max_model_len")
     version = None
-    try:
+    with contextlib.suppress(UserError, AttributeError):
         version = str(http_json(base_url, "/version", api_key=api_key, timeout_s=3.0).get("version"))
-    except (UserError, AttributeError):
-        pass
     return ServerInfo(
         base_url=normalize_base_url(base_url),
         models=ids,

@@ -74,7 +74,9 @@ def base_metadata(scenario: dict[str, Any], host: str) -> dict[str, Any]:
 
 def write_levels(run_dir: Path, levels: list[Level]) -> None:
     lines = ["level,target,start_s,end_s\n"]
-    lines += [f"{lv.index},{lv.target:g},{lv.start_s:.6f},{'' if lv.end_s is None else f'{lv.end_s:.6f}'}\n" for lv in levels]
+    lines += [
+        f"{lv.index},{lv.target:g},{lv.start_s:.6f},{'' if lv.end_s is None else f'{lv.end_s:.6f}'}\n" for lv in levels
+    ]
     tmp = run_dir / (LEVELS_CSV + ".tmp")
     tmp.write_text("".join(lines))
     os.replace(tmp, run_dir / LEVELS_CSV)

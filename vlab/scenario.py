@@ -216,7 +216,7 @@ class DatasetConfig(StrictModel):
 
     path: Path
     format: Literal["jsonl", "sharegpt"] = Field(
-        default="jsonl", description="`jsonl`: one {\"prompt\": ...} per line; `sharegpt`: conversations."
+        default="jsonl", description='`jsonl`: one {"prompt": ...} per line; `sharegpt`: conversations.'
     )
     multi_turn: bool = Field(
         default=False, description="sharegpt only: each user replays a conversation turn by turn, keeping history."

@@ -213,7 +213,7 @@ class StreamConnection:
 
 
 def _describe(exc: BaseException, where: str) -> str:
-    if isinstance(exc, TimeoutError) or isinstance(exc, socket.timeout):
+    if isinstance(exc, (TimeoutError, socket.timeout)):
         return f"timed out ({where})"
     text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
     return f"{text} ({where})"

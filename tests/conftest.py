@@ -1,0 +1,46 @@
+"""Shared fixtures. End-to-end tests use one real local vLLM per test session (started here, stopped by its
+process group at the end). Set VLAB_TEST_BASE_URL to reuse a server that is already running."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from vlab.paths import REPO_ROOT
+
+ARTIFACTS = REPO_ROOT / "test-artifacts"
+
+
+@pytest.fixture(scope="session")
+def vllm_base_url() -> Iterator[str]:
+    """Base URL (http://127.0.0.1:PORT) of the real local vLLM serving SmolLM2 as `smollm2`."""
+    reuse = os.environ.get("VLAB_TEST_BASE_URL")
+    if reuse:
+        yield reuse.rstrip("/")
+        return
+    from server.launcher import find_free_port, start_server
+    from server.profile import load_profile
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    server = start_server(
+        load_profile("cpu-smollm2"), port=find_free_port(), log_path=ARTIFACTS / "vllm-test-server.log"
+    )
+    try:
+        yield server.base_url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def write_scenario(tmp_path: Path):
+    """Write a scenario YAML into the test's temp folder and return its path."""
+
+    def write(text: str, name: str = "scenario.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(text)
+        return path
+
+    return write
