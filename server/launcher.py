@@ -1,0 +1,204 @@
+"""Start and stop a vLLM server as a subprocess in its own process group (stdlib only, no vllm import).
+
+with start_server(load_profile("cpu-smollm2"), port=find_free_port()) as server:
+    ...  # server.base_url is healthy here; on exit the whole process group is stopped
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+
+from server.profile import PREPARE_HINT, ServerProfile, build_command
+from vlab.errors import UserError
+from vlab.paths import CACHE_DIR, SERVER_PYTHON
+
+LOGS_DIR = CACHE_DIR / "logs"
+DEFAULT_HEALTH_TIMEOUT_S = 240.0
+POLL_INTERVAL_S = 0.5
+
+
+def find_free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on `host` that is free right now (the OS picks it; a small race with other processes remains)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """True if something already accepts connections on host:port (or the port cannot be bound)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def log_tail(path: Path, lines: int = 20) -> str:
+    """The last `lines` lines of a log file ('' if it cannot be read)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            return "".join(deque(fh, maxlen=lines)).rstrip()
+    except OSError:
+        return ""
+
+
+def http_get(url: str, timeout_s: float = 2.0) -> tuple[int, bytes]:
+    """GET `url`; returns (status, body). Status 0 means no HTTP answer (refused, reset, timed out)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+            return int(resp.status), resp.read()
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), b""
+    except (urllib.error.URLError, OSError, TimeoutError):
+        return 0, b""
+
+
+class ServerProcess:
+    """A running vLLM server started by `start_server`: its own process group, its log file, its URL."""
+
+    def __init__(self, popen: subprocess.Popen[bytes], base_url: str, log_path: Path, profile: ServerProfile) -> None:
+        self.popen = popen
+        self.base_url = base_url
+        self.log_path = log_path
+        self.profile = profile
+        self.started_at = time.monotonic()
+        self.startup_s: float | None = None  # start to healthy /health, seconds; set by start_server
+
+    @property
+    def pid(self) -> int:
+        """Process id of the server, which is also its process group id."""
+        return self.popen.pid
+
+    def is_running(self) -> bool:
+        """True while the server's main process has not exited."""
+        return self.popen.poll() is None
+
+    def wait_healthy(self, timeout_s: float, cancel: Callable[[], bool] | None = None) -> float:
+        """Block until GET /health answers 200; return seconds since start.
+
+        Raises UserError if the server exits, is not healthy within `timeout_s` seconds, or `cancel()` turns true
+        (polled every 0.5 s; lets a signal handler just set a flag, which also works when gevent is patched in).
+        """
+        deadline = self.started_at + timeout_s
+        while True:
+            if cancel is not None and cancel():
+                self.stop()
+                raise UserError("interrupted during start-up; server stopped", exit_code=130)
+            code = self.popen.poll()
+            if code is not None:
+                raise UserError(
+                    f"vLLM server exited with code {code} during start-up; last lines of {self.log_path}:\n"
+                    f"{log_tail(self.log_path)}"
+                )
+            if http_get(f"{self.base_url}/health")[0] == 200:
+                return time.monotonic() - self.started_at
+            if time.monotonic() > deadline:
+                self.stop()
+                raise UserError(
+                    f"vLLM server not healthy after {timeout_s:.0f} s (stopped it); last lines of {self.log_path}:\n"
+                    f"{log_tail(self.log_path)}"
+                )
+            time.sleep(POLL_INTERVAL_S)
+
+    def _group_alive(self) -> bool:
+        try:
+            os.killpg(self.popen.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def _signal_group(self, sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, sig)
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        """SIGTERM the whole process group, SIGKILL it after `timeout` seconds; return the main process's exit code."""
+        if self._group_alive():
+            self._signal_group(signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                self.popen.poll()  # reap the main process so the group can disappear
+                if not self._group_alive():
+                    break
+                time.sleep(0.1)
+            else:
+                self._signal_group(signal.SIGKILL)
+        try:
+            return self.popen.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def __enter__(self) -> ServerProcess:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def check_startable(profile: ServerProfile) -> None:
+    """Raise UserError if the server venv or a local profile's model folder is missing."""
+    if not SERVER_PYTHON.exists():
+        hint = (
+            "set VLAB_SERVER_VENV to a CUDA vLLM venv"
+            if profile.device == "cuda"
+            else "run scripts/setup-server-env.sh"
+        )
+        raise UserError(f"server environment {SERVER_PYTHON.parent.parent} missing; {hint}")
+    local = profile.local_model_path()
+    if local is not None and not (local / "config.json").is_file():
+        raise UserError(f"model folder {local} missing or incomplete; prepare it with {PREPARE_HINT}")
+
+
+def start_server(
+    profile: ServerProfile,
+    port: int | None = None,
+    log_path: Path | None = None,
+    health_timeout_s: float = DEFAULT_HEALTH_TIMEOUT_S,
+    cancel: Callable[[], bool] | None = None,
+) -> ServerProcess:
+    """Start `profile` in a new process group, wait until GET /health is 200, and return the running server.
+
+    `port` defaults to the profile's port; `log_path` (server stdout+stderr) defaults to
+    .cache/logs/server-<profile>-<port>.log. Raises UserError if the port is taken, the model is missing, the server
+    exits during start-up or is not healthy within `health_timeout_s` seconds (the log's last lines are included), or
+    `cancel()` returns true while waiting.
+    """
+    check_startable(profile)
+    port = profile.port if port is None else port
+    if port_in_use(profile.host, port):
+        raise UserError(f"port {port} on {profile.host} is already in use; pass another port (--port)")
+    argv, extra_env = build_command(profile, port=port)
+    log_path = log_path or LOGS_DIR / f"server-{profile.name}-{port}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    for key in ("VLLM_CACHE_ROOT", "TORCHINDUCTOR_CACHE_DIR"):
+        Path(extra_env[key]).mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, **extra_env}
+    host = "127.0.0.1" if profile.host in ("0.0.0.0", "::", "") else profile.host
+    with open(log_path, "wb") as log:
+        popen = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+    server = ServerProcess(popen, f"http://{host}:{port}", log_path, profile)
+    try:
+        server.startup_s = server.wait_healthy(health_timeout_s, cancel)
+    except BaseException:  # also Ctrl-C during start-up: never leave the group behind
+        server.stop()
+        raise
+    return server
