@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 from pathlib import Path
 
 import pandas as pd
@@ -115,3 +116,41 @@ def test_poisson_run_achieves_its_rate(vllm_base_url: str, tmp_path: Path) -> No
     achieved = len(sent) / (end - start)
     assert achieved == pytest.approx(rate, rel=0.05)
     assert (sent.queue_wait_ms < 1000).all()
+
+
+def test_multi_turn_keeps_history_and_the_api_key_never_lands_on_disk(
+    vllm_base_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = "sk-vlab-test-7f3a9c1e5b"
+    monkeypatch.setenv("VLAB_TEST_KEY", secret)
+    data = Path(__file__).resolve().parent.parent / "scenarios" / "data" / "sharegpt_sample.json"
+    scenario = tmp_path / "multiturn.yaml"
+    scenario.write_text(
+        "name: e2e-multiturn\napi: {api_key_env: VLAB_TEST_KEY}\nload: {users: 2, duration: 12s}\n"
+        f"data: {{dataset: {{path: {data}, format: sharegpt, multi_turn: true}}, output_tokens: 16}}\n"
+    )
+    requests, _, code = run(scenario, tmp_path / "run", vllm_base_url)
+    assert code == 0
+    ok = requests[requests.ok == 1].sort_values("t_start_s")
+    grew = 0
+    for _, turns in ok.groupby("user"):
+        tokens = turns.prompt_tokens.tolist()
+        # A later turn carries the earlier turns and the model's 16-token answers: it is longer by more than 16.
+        grew += sum(1 for a, b in itertools.pairwise(tokens) if b > a + 16)
+    assert grew >= 1
+    for path in (tmp_path / "run").rglob("*"):
+        if path.is_file():
+            assert secret not in path.read_text(errors="replace"), f"API key written to {path}"
+
+
+def test_shared_prefix_requests_are_exact_and_marked(vllm_base_url: str, tmp_path: Path) -> None:
+    scenario = tmp_path / "prefix.yaml"
+    scenario.write_text(
+        "name: e2e-prefix\nload: {users: 2, duration: 8s}\n"
+        "data: {prompt_tokens: 300, output_tokens: 4, shared_prefix: {tokens: 200, fraction: 0.5, count: 2}}\n"
+    )
+    requests, _, code = run(scenario, tmp_path / "run", vllm_base_url)
+    assert code == 0
+    ok = requests[requests.ok == 1]
+    assert (ok.prompt_tokens == 300).all()
+    assert set(ok.prefix_id) <= {-1, 0, 1} and (ok.prefix_id >= 0).any()

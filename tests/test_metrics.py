@@ -16,7 +16,11 @@ from vlab.stream import RawStream
 
 def chat_event(content: str | None = None, *, role: bool = False, finish: str | None = None) -> bytes:
     delta = {"role": "assistant", "content": ""} if role else {"content": content}
-    obj = {"id": "x", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+    obj = {
+        "id": "x",
+        "object": "chat.completion.chunk",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
     return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
 
 
@@ -72,7 +76,7 @@ def test_role_chunk_starts_ttft_but_is_not_a_token() -> None:
 def test_event_split_across_reads_takes_the_stamp_of_the_completing_read() -> None:
     events = [chat_event("a"), chat_event("b", finish="length"), usage_event(5, 2), DONE]
     whole = b"".join(chunked(events))
-    cut = whole.index(b"\"b\"")  # the second event's bytes arrive in two reads
+    cut = whole.index(b'"b"')  # the second event's bytes arrive in two reads
     raw = RawStream(t_send=0.0, status=200, chunked=True, reads=[whole[:cut], whole[cut:]], stamps=[1.0, 2.0],
                     complete=True)  # fmt: skip
     result = parse_stream(raw)

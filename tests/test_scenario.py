@@ -33,14 +33,21 @@ def test_shorthands(write_scenario) -> None:
     ("text", "expected"),
     [
         ("name: x\nload: {users: 2, duration: 5}\nbogus: 1\n", "bogus: unknown key"),
-        ("name: x\nload: {users: -2, duration: 5}\n", "load.stages[0].users: Input should be greater than or equal to 1"),
+        (
+            "name: x\nload: {users: -2, duration: 5}\n",
+            "load.stages[0].users: Input should be greater than or equal to 1",
+        ),
         ("name: x\nload: {users: two, duration: 5}\n", "load.stages[0].users: Input should be a valid integer"),
         ("name: x\nload: {users: 2, duration: soon}\n", "load.stages[0].duration: expected a duration"),
         ("name: x\nload: {stages: [{users: 1, duration: 5}, {rate: 2, duration: 5}]}\n", "mix `users` and `rate`"),
-        ("name: x\nload: {users: 2, duration: 5}\ndata: {prompt_tokens: {dist: uniform, min: 9, max: 3}}\n",
-         "data.prompt_tokens: min (9) must not exceed max (3)"),
-        ("name: x\nload: {users: 2, duration: 5}\ndata: {dataset: {path: nowhere.jsonl}}\n",
-         "data.dataset.path: file not found"),
+        (
+            "name: x\nload: {users: 2, duration: 5}\ndata: {prompt_tokens: {dist: uniform, min: 9, max: 3}}\n",
+            "data.prompt_tokens: min (9) must not exceed max (3)",
+        ),
+        (
+            "name: x\nload: {users: 2, duration: 5}\ndata: {dataset: {path: nowhere.jsonl}}\n",
+            "data.dataset.path: file not found",
+        ),
         ("name: x\nload: {users: 2, duration: 5}\n  oops: [\n", "YAML syntax error"),
         ("load: {users: 2, duration: 5}\n", "name: Field required"),
     ],

@@ -162,7 +162,7 @@ class Progress:
         total = self.scenario.load.duration_s
         ok = [r for r in self.rows if len(r) == len(_COLUMNS) and r[_COL["ok"]] == "1"]
         level = ok[-1][_COL["level"]] if ok else "-"
-        target = ok[-1][_COL["level_target"]] if ok else "-"
+        target = f"{float(ok[-1][_COL['level_target']]):g}" if ok else "-"
         recent = [r for r in ok if r[_COL["level"]] == level]
         ttft = np.median([float(r[_COL["ttft_ms"]]) for r in recent]) if recent else float("nan")
         window = [r for r in recent if now - float(r[_COL["t_start_s"]]) < 10]
