@@ -1,0 +1,192 @@
+"""Plain-language observations computed from a run's summary. Each rule is a small function returning sentences.
+
+Rules (levels in order; "first"/"last" = lowest/highest level with measured requests):
+
+1. status: the run was interrupted or is still running → the last level may be partial.
+2. latency growth: TTFT p50 and pooled ITL p50 ratios last/first. TTFT ratio > 2 × ITL ratio → "prefill queueing
+   dominates"; ITL ratio > 2 × TTFT ratio → "decode slows down as batches grow"; else both grow alike.
+3. throughput scaling: output tok/s ratio first → knee and knee → last ("the server is saturated"); without a knee,
+   first → last ("not saturated within the levels tested").
+4. SLO: the highest level where ≥ 90 % of requests meet every objective, and its goodput; or that none does.
+5. errors: failed requests by kind with the worst level; `cut_off` alone is called expected at the end of a run.
+6. token counts: prompt mismatches, completion mismatches (early stops), multi-token events.
+7. open loop: levels whose achieved arrival rate is > 5 % below target, and the share of arrivals that waited.
+8. few samples: levels with fewer than 100 measured requests (p99 rests on one or two requests).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+if TYPE_CHECKING:
+    from analysis.summary import RunSummary
+
+MIN_SAMPLES = 100
+RATE_SHORTFALL = 0.05
+
+
+def fmt_target(value: float, open_loop: bool) -> str:
+    """'4 users' or '2.5 req/s'."""
+    text = f"{value:g}"
+    return f"{text} req/s" if open_loop else f"{text} user{'s' if value != 1 else ''}"
+
+
+def _ratio(a: float, b: float) -> float:
+    return b / a if np.isfinite(a) and np.isfinite(b) and a > 0 else math.nan
+
+
+def observe(summary: RunSummary) -> list[str]:
+    """All observations that apply, most important first."""
+    out: list[str] = []
+    for rule in (_status, _latency_growth, _throughput_scaling, _slo, _errors, _tokens, _open_loop, _samples):
+        out.extend(rule(summary))
+    return out
+
+
+def _measured(table: pd.DataFrame) -> pd.DataFrame:
+    return table[table["n_measured"] > 0]
+
+
+def _status(s: RunSummary) -> list[str]:
+    status = s.run.meta.get("status")
+    notes = []
+    if status in ("interrupted", "running"):
+        notes.append(f"The run is marked '{status}': the last level may be partial and its numbers less reliable.")
+    if s.run.dropped_partial_lines:
+        notes.append(f"A partial last line was ignored in {', '.join(s.run.dropped_partial_lines)}.")
+    if s.run.tokens_path is None:
+        notes.append("tokens.csv is missing: pooled ITL gaps are unavailable.")
+    return notes
+
+
+def _latency_growth(s: RunSummary) -> list[str]:
+    t = _measured(s.table)
+    if len(t) < 2:
+        return []
+    first, last = t.iloc[0], t.iloc[-1]
+    ol = s.run.open_loop
+    span = f"from {fmt_target(first['target'], ol)} to {fmt_target(last['target'], ol)}"
+    r_ttft = _ratio(first["ttft_p50"], last["ttft_p50"])
+    r_itl = _ratio(first["itl_p50"], last["itl_p50"])
+    if not np.isfinite(r_ttft):
+        return []
+    if not np.isfinite(r_itl):
+        return [f"TTFT p50 grows {r_ttft:.1f}x {span}."]
+    if r_ttft > 2 * r_itl:
+        verdict = "prefill queueing dominates"
+    elif r_itl > 2 * r_ttft:
+        verdict = "decode slows down as batches grow"
+    else:
+        verdict = "prefill and decode slow down alike"
+    return [f"TTFT p50 grows {r_ttft:.1f}x {span} while ITL p50 grows {r_itl:.1f}x: {verdict}."]
+
+
+def _throughput_scaling(s: RunSummary) -> list[str]:
+    t = _measured(s.table)
+    if len(t) < 2:
+        return []
+    ol = s.run.open_loop
+    first, last = t.iloc[0], t.iloc[-1]
+    knee = s.headline.knee_level
+    if knee is not None and knee in set(t["level"]):
+        k = t[t["level"] == knee].iloc[0]
+        up = _ratio(first["output_tok_per_s"], k["output_tok_per_s"])
+        after = _ratio(k["output_tok_per_s"], last["output_tok_per_s"])
+        return [
+            f"Output throughput rises {up:.1f}x from {fmt_target(first['target'], ol)} to "
+            f"{fmt_target(k['target'], ol)}, then only {after:.2f}x to {fmt_target(last['target'], ol)}: "
+            f"the server is saturated (knee at {fmt_target(k['target'], ol)})."
+        ]
+    total = _ratio(first["output_tok_per_s"], last["output_tok_per_s"])
+    if not np.isfinite(total):
+        return []
+    return [
+        f"Output throughput changes {total:.1f}x from {fmt_target(first['target'], ol)} to "
+        f"{fmt_target(last['target'], ol)} with no knee: not saturated within the levels tested."
+    ]
+
+
+def _slo(s: RunSummary) -> list[str]:
+    h = s.headline
+    if not h.slo_set:
+        return ["No SLO is set in the scenario: goodput counts every successful request."]
+    limits = ", ".join(f"{k.removesuffix('_ms').upper()} ≤ {v:g} ms" for k, v in s.run.slo.items())
+    if h.best_slo_target is None:
+        return [f"No level has ≥ 90% of requests meeting the SLO ({limits})."]
+    return [
+        f"Highest level meeting the SLO ({limits}) for ≥ 90% of requests: "
+        f"{fmt_target(h.best_slo_target, s.run.open_loop)}, goodput {h.best_slo_goodput_rps:.2f} req/s "
+        f"({h.best_slo_fraction:.0%} meeting)."
+    ]
+
+
+def _errors(s: RunSummary) -> list[str]:
+    e = s.errors
+    if e.empty:
+        return ["No request failed."]
+    total = int(e["count"].sum())
+    n_all = len(s.run.requests)
+    kinds = e.groupby("error_kind")["count"].sum().sort_values(ascending=False)
+    kinds_text = ", ".join(f"{k} {int(v)}" for k, v in kinds.items())
+    if set(kinds.index) == {"cut_off"}:
+        return [f"{total} request(s) were still in flight when the run stopped (cut_off): expected, not a failure."]
+    worst = s.table.sort_values("error_rate", ascending=False).iloc[0]
+    msg = (
+        f"{total} of {n_all} requests failed ({total / n_all:.1%}): {kinds_text}; worst level "
+        f"{fmt_target(worst['target'], s.run.open_loop)} with {worst['error_rate']:.1%} failed."
+    )
+    return [msg]
+
+
+def _tokens(s: RunSummary) -> list[str]:
+    t = s.table
+    notes = []
+    n = int(t["n_measured"].sum())
+    pm, cm, mt = int(t["prompt_mismatch"].sum()), int(t["completion_mismatch"].sum()), int(t["multi_token"].sum())
+    if pm:
+        notes.append(
+            f"{pm} of {n} measured requests had a prompt token count different from the one requested: "
+            "the prompt lengths are not exact."
+        )
+    if cm:
+        data = s.run.scenario.get("data") or {}
+        why = "unexpected with ignore_eos on" if data.get("ignore_eos") else "requests stopped early at an end token"
+        notes.append(f"{cm} of {n} measured requests returned a completion length other than max_tokens: {why}.")
+    if mt:
+        notes.append(
+            f"{mt} measured requests received events carrying several tokens: their gaps are per event, "
+            "TPOT stays exact."
+        )
+    return notes
+
+
+def _open_loop(s: RunSummary) -> list[str]:
+    if not s.run.open_loop or "achieved_rate" not in s.table:
+        return []
+    notes = []
+    for r in s.table.itertuples(index=False):
+        if r.achieved_rate < r.target_rate * (1 - RATE_SHORTFALL):
+            notes.append(
+                f"At {r.target_rate:g} req/s target only {r.achieved_rate:.2f} arrivals/s were achieved and "
+                f"{r.waited_fraction:.0%} of arrivals waited for a free slot: the client cap (max_in_flight) or "
+                "the server limited the load."
+            )
+        elif r.n_waited:
+            notes.append(
+                f"At {r.target_rate:g} req/s, {r.n_waited} arrival(s) ({r.waited_fraction:.0%}) waited for a "
+                "free slot before being sent."
+            )
+    return notes
+
+
+def _samples(s: RunSummary) -> list[str]:
+    t = s.table
+    few = t[t["n_measured"] < MIN_SAMPLES]
+    if few.empty:
+        return []
+    names = ", ".join(fmt_target(v, s.run.open_loop) for v in few["target"])
+    return [f"Few measured requests (< {MIN_SAMPLES}) at {names}: p99 and p99.9 rest on a handful of requests."]

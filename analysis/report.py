@@ -1,0 +1,214 @@
+"""Build the self-contained HTML report of one run, or the comparison of several.
+
+`build_report(run_dirs, out)` is the entry point (used by `vlab report` and `vlab sweep`). One run: index.html with
+summary.csv and summary.json written next to the HTML. Several runs: a comparison page (overlaid latency-vs-throughput
+curves and a side-by-side table of key metrics at matching level targets, with ratios run k / run 1).
+
+The template is rendered with autoescape on: prompts, model output and server error messages are untrusted text.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import pandas as pd
+
+from analysis import plots
+from analysis.load import load_run
+from analysis.observations import fmt_target
+from analysis.summary import LATENCY_METRICS, SLO_ATTAINMENT, RunSummary, summarize_run, write_summary_files
+from vlab.errors import UserError
+
+TEMPLATES = Path(__file__).parent / "templates"
+PCT_STATS: tuple[tuple[str, str], ...] = (
+    ("n", "n"),
+    ("mean", "mean"),
+    ("std", "std"),
+    ("p50", "p50"),
+    ("p90", "p90"),
+    ("p95", "p95"),
+    ("p99", "p99"),
+    ("p999", "p99.9"),
+    ("max", "max"),
+)
+COMPARE_METRICS: tuple[tuple[str, str], ...] = (
+    ("output_tok_per_s", "output tok/s"),
+    ("req_per_s", "req/s"),
+    ("goodput_req_per_s", "goodput req/s"),
+    ("ttft_p50", "TTFT p50 ms"),
+    ("ttft_p99", "TTFT p99 ms"),
+    ("itl_p50", "ITL p50 ms"),
+    ("itl_p99", "ITL p99 ms"),
+    ("e2e_p50", "E2E p50 ms"),
+    ("error_rate", "error rate"),
+)
+
+
+def fmt_num(value: Any, digits: int = 3) -> str:
+    """Numbers for tables: '—' for missing, thousands separators, `digits` significant digits below 1000."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if not math.isfinite(x):
+        return "—"
+    if abs(x) >= 1000:
+        return f"{x:,.0f}"
+    if x == int(x) and abs(x) < 1000:
+        return f"{int(x)}"
+    return f"{x:.{digits}g}"
+
+
+def fmt_pct(value: Any) -> str:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return "—"
+    return "—" if not math.isfinite(x) else f"{x:.1%}"
+
+
+def fmt_time(value: Any) -> str:
+    try:
+        return datetime.fromtimestamp(float(value), UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except (TypeError, ValueError, OverflowError, OSError):
+        return "—"
+
+
+def _env() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(num=fmt_num, pct=fmt_pct, when=fmt_time)
+    return env
+
+
+def _run_context(s: RunSummary) -> dict[str, Any]:
+    meta = s.run.meta
+    server = meta.get("server") or {}
+    server = {k: v for k, v in server.items() if k != "models"}
+    h = s.headline
+    ol = s.run.open_loop
+    started, ended = meta.get("started_at"), meta.get("ended_at")
+    duration = float(ended) - float(started) if started and ended else None
+    metric_tables = [
+        {"key": key, "title": title, "rows": s.table.to_dict(orient="records")}
+        for key, title in LATENCY_METRICS.items()
+    ]
+    return {
+        "s": s,
+        "name": s.run.name,
+        "label": s.run.label,
+        "meta": meta,
+        "scenario": s.run.scenario,
+        "server": server,
+        "status": meta.get("status") or "unknown",
+        "duration_s": duration,
+        "open_loop": ol,
+        "unit": "req/s" if ol else "users",
+        "headline": h,
+        "max_tps_at": fmt_target(h.max_output_tps_target, ol) if h.max_output_tps_target is not None else None,
+        "knee_at": fmt_target(h.knee_target, ol) if h.knee_target is not None else None,
+        "slo_at": fmt_target(h.best_slo_target, ol) if h.best_slo_target is not None else None,
+        "slo": s.run.slo,
+        "slo_attainment": SLO_ATTAINMENT,
+        "levels": s.table.to_dict(orient="records"),
+        "metric_tables": metric_tables,
+        "stats": PCT_STATS,
+        "errors": s.errors.to_dict(orient="records"),
+        "observations": s.observations,
+        "warmup_s": s.run.warmup_s,
+        "cooldown_s": s.run.cooldown_s,
+    }
+
+
+def render_run(s: RunSummary) -> str:
+    """The HTML of a single-run report."""
+    ctx = _run_context(s)
+    ctx["figures"] = plots.run_figures(s)
+    ctx["generated"] = fmt_time(time.time())
+    return _env().get_template("report.html.j2").render(**ctx)
+
+
+def comparison_rows(summaries: Sequence[RunSummary]) -> list[dict[str, Any]]:
+    """One row per level target present in the first run: per metric, each run's value and the ratio run k / run 1
+    (runs lacking that target show '—')."""
+    base = summaries[0].table
+    rows = []
+    for target in base["target"]:
+        row: dict[str, Any] = {"target": float(target), "metrics": []}
+        picks = []
+        for s in summaries:
+            match = s.table[s.table["target"] == target]
+            picks.append(match.iloc[0] if len(match) else None)
+        for key, title in COMPARE_METRICS:
+            ref = picks[0][key] if picks[0] is not None else math.nan
+            values = []
+            for p in picks:
+                v = float(p[key]) if p is not None else math.nan
+                ratio = v / ref if math.isfinite(v) and math.isfinite(ref) and ref != 0 else math.nan
+                values.append({"value": v, "ratio": ratio})
+            row["metrics"].append({"title": title, "values": values})
+        rows.append(row)
+    return rows
+
+
+def render_comparison(summaries: Sequence[RunSummary]) -> str:
+    """The HTML of a comparison of several runs (first run = reference for ratios)."""
+    env = _env()
+    runs = [_run_context(s) for s in summaries]
+    return env.get_template("compare.html.j2").render(
+        runs=runs,
+        curves=plots.latency_vs_throughput(summaries),
+        rows=comparison_rows(summaries),
+        generated=fmt_time(time.time()),
+    )
+
+
+def build_report(run_dirs: Sequence[Path | str], out: Path | str | None = None) -> Path:
+    """Load, summarize and render; return the HTML path.
+
+    One run: `out` defaults to RUN_DIR/index.html; summary.csv and summary.json go next to the HTML. Several runs:
+    `out` defaults to <first run>/compare.html. Raw run files are never modified.
+    """
+    if not run_dirs:
+        raise UserError("no run folder given")
+    dirs = [Path(d) for d in run_dirs]
+    summaries = [summarize_run(load_run(d)) for d in dirs]
+    if len(dirs) == 1:
+        target = Path(out) if out is not None else dirs[0] / "index.html"
+        html = render_run(summaries[0])
+    else:
+        target = Path(out) if out is not None else dirs[0] / "compare.html"
+        html = render_comparison(summaries)
+    protected = {"requests.csv", "tokens.csv", "levels.csv", "run.json"}
+    if target.name in protected and target.parent.resolve() in {d.resolve() for d in dirs}:
+        raise UserError(f"{target}: refusing to overwrite a raw run file")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(html, encoding="utf-8")
+        if len(dirs) == 1:
+            write_summary_files(summaries[0], target.parent)
+    except OSError as exc:
+        raise UserError(f"{target}: cannot write the report ({exc.strerror})") from None
+    return target
+
+
+def summary_frame(run_dir: Path | str) -> pd.DataFrame:
+    """The per-level summary table of one run (no HTML), for scripts and notebooks."""
+    return summarize_run(load_run(run_dir)).table
