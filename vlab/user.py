@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import time
 
+import gevent
 from gevent import GreenletExit
 from locust import User, constant, task
 
@@ -20,6 +21,9 @@ from vlab.records import ErrorKind, RequestRecord
 from vlab.sse import StreamResult, parse_stream
 from vlab.stream import RawStream, StreamConnection
 from vlab.workload import PreparedRequest
+
+CONNECT_BACKOFF_S = 0.5
+"""Pause of a closed-loop user after a refused connection, seconds."""
 
 
 def measure(
@@ -163,7 +167,14 @@ class LLMUser(User):
         if dataset is not None and dataset.multi_turn:
             self._next_turn(queue_wait_ms)
             return
-        measure(ctx, self.conn, ctx.factory.next_request(), self.user_index, queue_wait_ms=queue_wait_ms)
+        result = measure(ctx, self.conn, ctx.factory.next_request(), self.user_index, queue_wait_ms=queue_wait_ms)
+        self._back_off_if_unreachable(result)
+
+    def _back_off_if_unreachable(self, result: StreamResult) -> None:
+        """A closed-loop user facing a server that refuses connections waits CONNECT_BACKOFF_S before trying again,
+        instead of recording thousands of identical failures per second. (Open-loop arrivals keep their schedule.)"""
+        if result.error_kind == ErrorKind.CONNECT and self.ctx.schedule is None:
+            gevent.sleep(CONNECT_BACKOFF_S)
 
     def _next_turn(self, queue_wait_ms: float) -> None:
         """Multi-turn chat: replay one conversation's human turns, keeping the real answers as history."""
@@ -175,6 +186,7 @@ class LLMUser(User):
         max_tokens = factory.draw_max_tokens()
         prepared = factory.build(prompt, max_tokens, history=self.history)
         result = measure(self.ctx, self.conn, prepared, self.user_index, queue_wait_ms=queue_wait_ms, want_text=True)
+        self._back_off_if_unreachable(result)
         if result.ok:
             self.history = [*prepared.messages, {"role": "assistant", "content": result.text}]
         else:
