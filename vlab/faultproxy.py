@@ -172,10 +172,8 @@ class FaultProxy:
 
     async def _respond(self, writer, status: int, payload: bytes, content_type: str = "application/json") -> None:
         reason = _REASONS.get(status, "OK" if status < 400 else "Error")
-        writer.write(
-            f"HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {len(payload)}\r\n\r\n".encode()
-            + payload
-        )
+        head = f"HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {len(payload)}\r\n\r\n"
+        writer.write(head.encode() + payload)
         await writer.drain()
 
     async def _stream(self, method, path, headers, body, writer, fault: Fault) -> None:
