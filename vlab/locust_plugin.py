@@ -27,14 +27,14 @@ from pathlib import Path
 import gevent
 from locust import LoadTestShape, events
 from locust.env import Environment
-from locust.runners import MasterRunner, WorkerRunner
+from locust.runners import STATE_RUNNING, STATE_SPAWNING, MasterRunner, WorkerRunner
 
 from vlab.errors import UserError
 from vlab.load import ArrivalSchedule, LevelTracker, stage_at
 from vlab.openai_server import ServerInfo, Tokenizer, probe_server
 from vlab.run import RUN_JSON, base_metadata, new_run_dir, read_run_json, write_json_atomic, write_levels
 from vlab.scenario import LoadConfig, Scenario, load_scenario
-from vlab.sink import CsvSink
+from vlab.sink import MESSAGE_TYPE, BatchReceiver, CsvSink, MessageSink
 from vlab.workload import PromptFactory, WordVocabulary
 
 log = logging.getLogger("vlab")
@@ -69,10 +69,17 @@ class RunContext:
     run_dir: Path | None = None
     server: ServerInfo | None = None
     factory: PromptFactory | None = None
-    sink: CsvSink | None = None
+    sink: CsvSink | MessageSink | None = None
+    receiver: BatchReceiver | None = None
+    """On the master: takes the workers' record batches."""
+    workers_lost: list[dict] = field(default_factory=list)
     schedule: ArrivalSchedule | None = None
     api_key: str | None = None
     shape_finished: bool = False
+    share: float = 1.0
+    """This worker's share of an open-loop rate (1 / number of workers)."""
+    sampler: object | None = None
+    """The server-metrics sampler process (server.metrics), on the master or the only process."""
     _seq: itertools.count = field(default_factory=itertools.count)
     _users: itertools.count = field(default_factory=itertools.count)
     _poller: gevent.Greenlet | None = None
@@ -118,6 +125,9 @@ def make_shape_class(load: LoadConfig, on_stage: Callable[[int, float], None]) -
         def tick(self):
             index = stage_at(load, self.get_run_time())
             if index is None:
+                if CONTEXT is not None:
+                    CONTEXT.shape_finished = True
+                _stop_workers_first(self.runner)
                 return None
             stage = load.stages[index]
             if index != self._stage:
@@ -165,8 +175,38 @@ def _on_stage(index: int, target: float) -> None:
     ctx = CONTEXT
     if ctx is None:
         return
-    ctx.tracker.enter(target, index)
-    log.info("vlab: level %d: %s", index, _level_label(ctx.scenario, target))
+    _enter_level(ctx, target, index)
+
+
+LEVEL_MESSAGE = "vlab_level"
+
+
+def _enter_level(ctx: RunContext, target: float, index: int | None = None) -> None:
+    """Start a level here and, on a master, on every worker (same index and start time everywhere; an open-loop
+    worker takes 1/workers of the rate)."""
+    current = ctx.tracker.current
+    level = ctx.tracker.enter(target, index)
+    if level is current:
+        return
+    log.info("vlab: level %d: %s", level.index, _level_label(ctx.scenario, target))
+    if ctx.is_master:
+        workers = max(ctx.environment.runner.worker_count, 1)
+        data = {"index": level.index, "target": target, "start_s": level.start_s, "share": 1.0 / workers}
+        ctx.environment.runner.send_message(LEVEL_MESSAGE, data)
+
+
+def _on_records_message(environment: Environment, msg, **_kw) -> None:
+    ctx = context()
+    if ctx.receiver is not None:
+        ctx.receiver(environment, msg)
+
+
+def _on_level_message(environment: Environment, msg, **_kw) -> None:
+    ctx = context()
+    ctx.tracker.enter(float(msg.data["target"]), int(msg.data["index"]), at=float(msg.data["start_s"]))
+    ctx.share = float(msg.data.get("share", 1.0))
+    if ctx.schedule is not None:
+        ctx.schedule.share = ctx.share
 
 
 def _level_label(scenario: Scenario, target: float) -> str:
@@ -210,6 +250,11 @@ def _on_init(environment: Environment, **_kw) -> None:
     CONTEXT = RunContext(scenario=scenario, scenario_path=Path(path), environment=environment)
     if options.run_dir:
         CONTEXT.run_dir = Path(options.run_dir)
+    runner = environment.runner
+    if isinstance(runner, MasterRunner):
+        runner.register_message(MESSAGE_TYPE, _on_records_message)
+    elif isinstance(runner, WorkerRunner):
+        runner.register_message(LEVEL_MESSAGE, _on_level_message)
 
 
 # ----------------------------------------------------------------------------------------------------- test start
@@ -218,7 +263,10 @@ def _on_test_start(environment: Environment, **_kw) -> None:
     ctx = context()
     try:
         ctx.api_key = api_key_for(ctx.scenario)
-        if not ctx.is_master:
+        if ctx.is_master:
+            host = ctx.environment.host or DEFAULT_HOST
+            ctx.server = probe_server(host, ctx.scenario.api.model, api_key=ctx.api_key)
+        else:
             _prepare_load_process(ctx)
         if not ctx.is_worker:
             _prepare_run_folder(ctx)
@@ -236,11 +284,14 @@ def _prepare_load_process(ctx: RunContext) -> None:
         vocabulary = WordVocabulary.calibrate(Tokenizer(host, ctx.server.model, ctx.api_key))
     ctx.factory = PromptFactory(scenario, ctx.server.model, vocabulary, node=ctx.node)
     ctx.factory.check_context(ctx.server.max_model_len)
-    if ctx.run_dir is None:
-        ctx.run_dir = new_run_dir(scenario.name)
-    ctx.sink = CsvSink(ctx.run_dir)
+    if ctx.is_worker:
+        ctx.sink = MessageSink(ctx.environment.runner, ctx.node)
+    else:
+        if ctx.run_dir is None:
+            ctx.run_dir = new_run_dir(scenario.name)
+        ctx.sink = CsvSink(ctx.run_dir)
     if scenario.load.open_loop:
-        ctx.schedule = ArrivalSchedule(scenario.load, ctx.tracker, seed=ctx.node)
+        ctx.schedule = ArrivalSchedule(scenario.load, ctx.tracker, share=ctx.share, seed=ctx.node)
         ctx.schedule.start()
 
 
@@ -248,6 +299,10 @@ def _prepare_run_folder(ctx: RunContext) -> None:
     if ctx.run_dir is None:
         ctx.run_dir = new_run_dir(ctx.scenario.name)
     ctx.run_dir.mkdir(parents=True, exist_ok=True)
+    if ctx.is_master:
+        if ctx.sink is None:
+            ctx.sink = CsvSink(ctx.run_dir)
+        ctx.receiver = BatchReceiver(ctx.sink)
     meta = base_metadata(ctx.scenario.model_dump(mode="json"), ctx.environment.host or DEFAULT_HOST)
     meta["scenario_path"] = str(ctx.scenario_path)
     meta["command"] = shlex.join(sys.argv)
@@ -267,18 +322,33 @@ def _prepare_run_folder(ctx: RunContext) -> None:
     if profile:
         meta["server_profile"] = profile
     write_json_atomic(ctx.run_dir / RUN_JSON, meta)
-    if ctx.environment.shape_class is None:
-        ctx._poller = gevent.spawn(_follow_user_count, ctx)
+    ctx._poller = gevent.spawn(_watch_runner, ctx)
+    if ctx.scenario.api.metrics_interval_s > 0:
+        from server.metrics import start_sampler
+
+        # A separate process: parsing /metrics never runs on this process's gevent hub, beside the users' stamps.
+        ctx.sampler = start_sampler(
+            ctx.environment.host or DEFAULT_HOST, ctx.run_dir, ctx.scenario.api.metrics_interval_s, ctx.api_key
+        )
     print(f"vlab: run folder {ctx.run_dir}", file=sys.stderr, flush=True)
 
 
-def _follow_user_count(ctx: RunContext) -> None:
-    """Without a shape (web UI), every new target user count started from the form is a new level."""
+def _watch_runner(ctx: RunContext) -> None:
+    """On the master (or the only process): without a shape (web UI), every new target user count started from the
+    form is a new level; on a master, a worker that stops sending heartbeats is noted as lost."""
     runner = ctx.environment.runner
+    follow_users = ctx.environment.shape_class is None
+    lost: set[str] = set()
     while True:
         target = getattr(runner, "target_user_count", None)
-        if target:
-            ctx.tracker.enter(float(target))
+        if follow_users and target:
+            _enter_level(ctx, float(target))
+        if ctx.is_master:
+            for client in runner.clients.missing:
+                if client.id not in lost:
+                    lost.add(client.id)
+                    ctx.workers_lost.append({"worker": client.id, "at": time.time()})
+                    log.warning("vlab: worker %s was lost; its records sent so far are kept", client.id)
         gevent.sleep(0.25)
 
 
@@ -290,10 +360,21 @@ def _on_test_stop(environment: Environment, **_kw) -> None:
         return
     if ctx.schedule is not None:
         ctx.schedule.stop()
+    if ctx.is_worker and isinstance(ctx.sink, MessageSink):
+        ctx.sink.flush(final=True)
+    elif ctx.receiver is not None:
+        # Workers flush their last batch from their own test_stop, which can come after the master's: wait for it.
+        runner = ctx.environment.runner
+        live = len(runner.clients.all) - len(runner.clients.missing)
+        if not ctx.receiver.wait_for_finals(live):
+            log.warning("vlab: %d of %d workers sent no final batch", live - len(ctx.receiver.finished), live)
     if ctx.sink is not None:
         ctx.sink.flush()
     if ctx._poller is not None:
         ctx._poller.kill(block=False)
+    if ctx.sampler is not None:
+        ctx.sampler.stop()
+        ctx.sampler = None
     if not ctx.is_worker and ctx.run_dir is not None and (ctx.run_dir / RUN_JSON).exists():
         ctx.tracker.close()
         write_levels(ctx.run_dir, ctx.tracker.levels)
@@ -307,11 +388,24 @@ def _on_test_stop(environment: Environment, **_kw) -> None:
             if not finished:
                 meta["interrupted_at"] = meta["ended_at"]
         meta["records"] = ctx.sink.written if ctx.sink is not None else None
+        if ctx.is_master:
+            meta["workers"] = {
+                "lost": ctx.workers_lost,
+                "batches_rejected": ctx.receiver.rejected if ctx.receiver else 0,
+            }
         write_json_atomic(ctx.run_dir / RUN_JSON, meta)
+
+
+def _stop_workers_first(runner) -> None:
+    """On a master, stop the test with a stop message to the workers, so that they flush their last records
+    before the master's test_stop. (Locust's headless quit path fires test_stop first and tells workers later.)"""
+    if isinstance(runner, MasterRunner) and runner.state in (STATE_SPAWNING, STATE_RUNNING):
+        runner.stop()
 
 
 @events.quitting.add_listener
 def _on_quitting(environment: Environment, **_kw) -> None:
+    _stop_workers_first(environment.runner)
     ctx = CONTEXT
     if ctx is not None and ctx.sink is not None:
         ctx.sink.close()

@@ -123,6 +123,9 @@ class ApiConfig(StrictModel):
         default=60.0, gt=0, description="Longest silence between two reads of a stream before it is a stall, seconds."
     )
     temperature: float = Field(default=0.0, ge=0)
+    metrics_interval_s: Seconds = Field(
+        default=0.5, description="How often the server's /metrics is sampled during the run, seconds; 0 = never."
+    )
 
     @property
     def path(self) -> str:

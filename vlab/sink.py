@@ -3,14 +3,22 @@
 Users hand over a record and its token times (`add`, no I/O); a background greenlet writes what has accumulated
 every `interval_s` seconds with one `write` per file, and `close` writes the rest. Lines are always whole, so a
 run interrupted at any moment leaves readable CSVs.
+
+Distributed runs (`--processes N`, `--master`/`--worker`): workers hold a `MessageSink` that sends batches over
+Locust's own messaging; the master validates them (`RecordBatch`), drops repeats, and writes the one set of CSVs
+through its `CsvSink` — so the run folder is complete on the master's machine, whatever the number of workers.
 """
 
 from __future__ import annotations
 
+import csv
+import logging
 import threading
+import time
 from pathlib import Path
 
 import gevent
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from vlab.records import REQUESTS_CSV, TOKENS_CSV, TOKENS_HEADER, RequestRecord, token_lines
 
@@ -72,3 +80,106 @@ class CsvSink:
         self.flush()
         self._requests.close()
         self._tokens.close()
+
+
+class RecordBatch(BaseModel):
+    """One batch of records sent by a worker to the master (`vlab_records` message), validated on arrival."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    node: str = Field(min_length=1)
+    seq: int = Field(ge=0, description="Per-worker batch number, from 0: the master drops repeats.")
+    requests: list[str]
+    """Complete `requests.csv` lines, each ending in a newline."""
+    tokens: list[str]
+    """Complete `tokens.csv` line groups (one per request)."""
+    final: bool = False
+    """Sent from the worker's test_stop: nothing more will come from this worker for this test."""
+
+    @field_validator("requests")
+    @classmethod
+    def _whole_rows(cls, lines: list[str]) -> list[str]:
+        for line in lines:
+            fields = next(csv.reader([line]))
+            if not line.endswith("\n") or len(fields) != _N_COLUMNS:
+                raise ValueError(f"not a whole requests.csv row: {line[:80]!r}")
+        return lines
+
+
+_N_COLUMNS = len(RequestRecord.columns())
+MESSAGE_TYPE = "vlab_records"
+
+
+class MessageSink:
+    """On a Locust worker: batches records and sends them to the master, which writes the run's CSVs.
+
+    Batches go every `interval_s` seconds and once more from the worker's `test_stop` (`flush`), before the worker
+    reports that it stopped, so the master has every record by its own `test_stop`.
+    """
+
+    def __init__(self, runner, node: str, interval_s: float = 0.5) -> None:
+        self.runner = runner
+        self.node = node
+        self._requests: list[str] = []
+        self._tokens: list[str] = []
+        self._seq = 0
+        self.written = 0
+        self.interval_s = interval_s
+        self._flusher = gevent.spawn(self._flush_loop)
+
+    def add(self, record: RequestRecord, token_times_ms: tuple[float, ...] | list[float]) -> None:
+        self._requests.append(record.csv_line())
+        if token_times_ms:
+            self._tokens.append(token_lines(record.request_id, token_times_ms))
+
+    def flush(self, final: bool = False) -> None:
+        """Send what has accumulated; `final` (from test_stop) sends even an empty batch, as the end marker."""
+        if not self._requests and not self._tokens and not final:
+            return
+        requests, self._requests = self._requests, []
+        tokens, self._tokens = self._tokens, []
+        batch = {"node": self.node, "seq": self._seq, "requests": requests, "tokens": tokens, "final": final}
+        self._seq += 1
+        self.runner.send_message(MESSAGE_TYPE, batch)
+        self.written += len(requests)
+
+    def _flush_loop(self) -> None:
+        while True:
+            gevent.sleep(self.interval_s)
+            self.flush()
+
+    def close(self) -> None:
+        self._flusher.kill(block=False)
+        self.flush()
+
+
+class BatchReceiver:
+    """On the master: validates worker batches, drops repeats, and appends them to the run's `CsvSink`."""
+
+    def __init__(self, sink: CsvSink) -> None:
+        self.sink = sink
+        self.last_seq: dict[str, int] = {}
+        self.finished: set[str] = set()
+        """Workers whose final batch has arrived."""
+        self.rejected = 0
+
+    def __call__(self, environment, msg, **_kw) -> None:
+        try:
+            batch = RecordBatch.model_validate(msg.data)
+        except ValidationError as exc:
+            self.rejected += 1
+            logging.getLogger("vlab").error("vlab: rejected a record batch from a worker: %s", exc.errors()[0]["msg"])
+            return
+        if batch.seq <= self.last_seq.get(batch.node, -1):
+            return
+        self.last_seq[batch.node] = batch.seq
+        self.sink.add_lines(batch.requests, batch.tokens)
+        if batch.final:
+            self.finished.add(batch.node)
+
+    def wait_for_finals(self, expected: int, timeout_s: float = 15.0) -> bool:
+        """Block (cooperatively) until `expected` workers sent their final batch; False on timeout."""
+        deadline = time.monotonic() + timeout_s
+        while len(self.finished) < expected and time.monotonic() < deadline:
+            gevent.sleep(0.05)
+        return len(self.finished) >= expected
