@@ -48,7 +48,7 @@ def chat_run(vllm_base_url: str, tmp_path_factory: pytest.TempPathFactory) -> tu
 def test_every_token_event_is_a_token(chat_run) -> None:
     _, requests, _ = chat_run
     ok = requests[requests.ok == 1]
-    assert len(ok) >= 6
+    assert len(ok) >= 3
     assert (ok.n_events == ok.completion_tokens).all()
     assert not ok.multi_token.any()
 

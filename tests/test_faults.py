@@ -22,7 +22,7 @@ from vlab.sweep import run_locust
 
 pytestmark = pytest.mark.e2e
 
-SHORT = "load: {users: 2, duration: 6s}\ndata: {prompt_tokens: 40, output_tokens: 8}\n"
+SHORT = "load: {users: 2, duration: 10s}\ndata: {prompt_tokens: 40, output_tokens: 8}\n"
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +83,7 @@ def test_fault_is_recorded_with_its_category(
 
 
 def test_stalled_stream_hits_the_read_timeout(proxy: FaultProxy, tmp_path: Path) -> None:
-    proxy.fault = Fault("stall", after_events=2, delay_s=3.0, every=2)
+    proxy.fault = Fault("stall", after_events=2, delay_s=8.0, every=2)
     try:
         requests, _, run_dir = run_with(
             tmp_path, proxy.base_url, api="api: {read_timeout_s: 1, connect_timeout_s: 2}\n"

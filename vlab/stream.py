@@ -12,6 +12,8 @@ when the greenlet got to run. Works under gevent (Locust monkey-patches `socket`
 
 from __future__ import annotations
 
+import contextlib
+import select
 import socket
 import ssl
 import struct
@@ -77,6 +79,9 @@ class StreamConnection:
         ).encode()
         self.kernel_timestamps = kernel_timestamps and not self.tls
         self._sock: socket.socket | None = None
+        self._raw: RawStream | None = None
+        """The stream being read, for the watchdog: its last stamp is the last sign of life."""
+        self._stalled = False
 
     # ------------------------------------------------------------------------------------------------ connection
     def _connect(self) -> socket.socket:
@@ -89,7 +94,13 @@ class StreamConnection:
                 sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
             except OSError:
                 self.kernel_timestamps = False
-        sock.settimeout(self.read_timeout_s)
+        if _gevent_sockets():
+            # A timeout on the socket arms and cancels a hub timer on every read that waits (+23% CPU per token,
+            # docs/performance.md); one watchdog per process enforces read_timeout_s for all connections instead.
+            sock.settimeout(None)
+            _Watchdog.get().watch(self)
+        else:
+            sock.settimeout(self.read_timeout_s)
         return sock
 
     def close(self) -> None:
@@ -113,32 +124,30 @@ class StreamConnection:
             body,
         )
         raw = RawStream() if raw is None else raw
-        reused = self._sock is not None
+        if self._sock is not None and _peer_closed(self._sock):
+            self.close()  # the server closed this idle keep-alive connection: open a fresh one, before sending
         try:
             if self._sock is None:
                 self._sock = self._connect()
         except (TimeoutError, OSError) as exc:
             raw.error_kind, raw.error = ErrorKind.CONNECT, _describe(exc, f"{self.host}:{self.port}")
             return raw
+        self._raw, self._stalled = raw, False
         try:
             self._exchange(request, raw)
         except (TimeoutError, OSError) as exc:
             self.close()
-            if reused and raw.status == 0 and not raw.reads:
-                # The server closed an idle keep-alive connection: one fresh attempt, as every HTTP client does.
-                return self._retry_fresh(path, body, raw)
-            raw.error_kind = ErrorKind.READ_TIMEOUT if isinstance(exc, TimeoutError) else ErrorKind.STREAM_CUT
-            raw.error = _describe(exc, f"{self.host}:{self.port}")
+            failure: BaseException = TimeoutError(f"no data for {self.read_timeout_s:g} s") if self._stalled else exc
+            raw.error_kind = ErrorKind.READ_TIMEOUT if isinstance(failure, TimeoutError) else ErrorKind.STREAM_CUT
+            raw.error = _describe(failure, f"{self.host}:{self.port}")
         except BaseException:
             self.close()  # e.g. GreenletExit when the run stops mid-stream: the socket is in an unknown state
             raise
+        finally:
+            self._raw = None
         if not raw.complete or raw.headers.get("connection", "").lower() == "close":
             self.close()
         return raw
-
-    def _retry_fresh(self, path: str, body: bytes, raw: RawStream) -> RawStream:
-        self.close()
-        return self.post(path, body, raw)
 
     def _exchange(self, request: bytes, raw: RawStream) -> None:
         sock = self._sock
@@ -210,6 +219,65 @@ class StreamConnection:
                 stamp = now - (time.time() - (sec + nsec * 1e-9))
                 return data, min(stamp, now)
         return data, now
+
+
+def _peer_closed(sock: socket.socket) -> bool:
+    """An idle keep-alive socket that is readable has been closed by the server (or holds stray bytes): either
+    way it must not carry the next request. A POST is never re-sent once written."""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
+
+
+def _gevent_sockets() -> bool:
+    try:
+        from gevent import monkey
+    except ImportError:
+        return False
+    return monkey.is_module_patched("socket")
+
+
+class _Watchdog:
+    """Under gevent: one greenlet per process that ends any stream silent for longer than its `read_timeout_s`
+    (checked every 0.25 s), by shutting its socket down; the reader then reports a read timeout."""
+
+    _instance: _Watchdog | None = None
+    PERIOD_S = 0.25
+
+    def __init__(self) -> None:
+        import weakref
+
+        import gevent
+
+        self.connections: weakref.WeakSet[StreamConnection] = weakref.WeakSet()
+        self._greenlet = gevent.spawn(self._run)
+
+    @classmethod
+    def get(cls) -> _Watchdog:
+        if cls._instance is None or cls._instance._greenlet.dead:
+            cls._instance = cls()
+        return cls._instance
+
+    def watch(self, conn: StreamConnection) -> None:
+        self.connections.add(conn)
+
+    def _run(self) -> None:
+        import gevent
+
+        while True:
+            gevent.sleep(self.PERIOD_S)
+            now = time.perf_counter()
+            for conn in list(self.connections):
+                raw, sock = conn._raw, conn._sock
+                if raw is None or sock is None or not raw.t_send:
+                    continue
+                last = raw.stamps[-1] if raw.stamps else raw.t_send
+                if now - last > conn.read_timeout_s:
+                    conn._stalled = True
+                    with contextlib.suppress(OSError):
+                        sock.shutdown(socket.SHUT_RDWR)
 
 
 def _describe(exc: BaseException, where: str) -> str:

@@ -113,9 +113,12 @@ def run_locust(
     code = child.returncode
     if interrupted:
         print(f"\nsweep interrupted: partial records kept in {run_dir}", file=sys.stderr)
-    elif code == 2 or code < 0:
-        tail = _last_error_line(log_path)
-        raise UserError(tail or f"Locust failed (exit {code}); see {log_path}")
+        return code
+    error = _last_error_line(log_path)
+    if error:  # a mistake the suite reported in one line (bad scenario, unreachable server, unknown model, ...)
+        raise UserError(error)
+    if code == 2 or code < 0:
+        raise UserError(f"Locust failed (exit {code}); see {log_path}")
     return code
 
 

@@ -8,6 +8,7 @@ E2E) feed Locust's console, web UI and `--csv`; the exact numbers are the run's 
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 
@@ -21,6 +22,8 @@ from vlab.records import ErrorKind, RequestRecord
 from vlab.sse import StreamResult, parse_stream
 from vlab.stream import RawStream, StreamConnection
 from vlab.workload import PreparedRequest
+
+log = logging.getLogger("vlab")
 
 CONNECT_BACKOFF_S = 0.5
 """Pause of a closed-loop user after a refused connection, seconds."""
@@ -40,12 +43,24 @@ def measure(
     level = ctx.tracker.current
     raw = RawStream()
     cut_off = False
+    client_error = ""
     try:
         conn.post(ctx.scenario.api.path, prepared.body, raw)
     except GreenletExit:
         cut_off = True  # the run stopped while this request was in flight: record it as such, then stop
         conn.close()
-    result = parse_stream(raw, want_text=want_text)
+    except Exception as exc:  # a bug in the client: recorded and logged, never lost or hidden
+        conn.close()
+        client_error = f"{type(exc).__name__}: {exc}"
+        log.exception("vlab: client error")
+    try:
+        result = parse_stream(raw, want_text=want_text)
+    except Exception as exc:
+        client_error = client_error or f"{type(exc).__name__}: {exc}"
+        log.exception("vlab: client error while parsing a stream")
+        result = StreamResult(status=raw.status)
+    if client_error:
+        result.error_kind, result.error = ErrorKind.CLIENT, client_error
     if cut_off:
         result.error_kind, result.error = ErrorKind.CUT_OFF, "in flight when the run stopped"
     record, token_times = to_record(ctx, raw, result, prepared, user_index, level, queue_wait_ms, retrieval_ms)
