@@ -250,6 +250,10 @@ def _on_init(environment: Environment, **_kw) -> None:
     CONTEXT = RunContext(scenario=scenario, scenario_path=Path(path), environment=environment)
     if options.run_dir:
         CONTEXT.run_dir = Path(options.run_dir)
+    if environment.web_ui is not None:
+        from vlab.webui import install
+
+        install(environment)
     runner = environment.runner
     if isinstance(runner, MasterRunner):
         runner.register_message(MESSAGE_TYPE, _on_records_message)

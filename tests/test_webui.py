@@ -1,0 +1,275 @@
+"""The LLM console in Locust's web UI (`vlab.webui`): the tail of requests.csv (unit), then headless Debian chromium
+driving the real UI against the local vLLM: a ramp started through Locust's form, the live charts, the numbers shown
+checked against the records on disk, the report link, and the same with `--processes 2`.
+
+Screenshots land in test-artifacts/webui-*.png; with VLAB_WEBUI_DOCS_SCREENSHOT=1 the LLM page's screenshot is also
+written to docs/img/webui-llm-tab.png (the README's picture).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from vlab.paths import REPO_ROOT
+from vlab.records import REQUESTS_CSV, RequestRecord
+from vlab.webui import BUCKET_S, CsvTail, RecordTail
+
+ARTIFACTS = REPO_ROOT / "test-artifacts"
+CHROMIUM = Path("/usr/bin/chromium")
+LOCUSTFILE = str(REPO_ROOT / "locustfiles" / "llm.py")
+SCENARIO = str(REPO_ROOT / "scenarios" / "webui-smoke.yaml")
+DOCS_IMG = REPO_ROOT / "docs" / "img" / "webui-llm-tab.png"
+CHROME_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+# ------------------------------------------------------------------------------------------------------ unit: tail
+def _record(i: int, *, ok: bool = True, ttft: float = 10.0, t_start: float = 1000.0, endpoint: str = "chat") -> str:
+    rec = RequestRecord(
+        request_id=f"n-{i}", level=0, level_target=2.0, user=0, node="n", endpoint=endpoint, t_start_s=t_start,
+        queue_wait_ms=0.0, ttft_ms=ttft, e2e_ms=ttft + 150.0, itl_mean_ms=10.0, tpot_ms=10.0, n_events=16,
+        prompt_tokens=32, completion_tokens=16, prompt_tokens_requested=32, max_tokens=16, finish_reason="length",
+        multi_token=False, ok=ok, status=200 if ok else 500, error_kind="" if ok else "http",
+        error="" if ok else 'boom, "quoted"', prefix_id=-1, retrieval_ms=float("nan"),
+    )  # fmt: skip
+    return rec.csv_line()
+
+
+def test_tail_reads_only_complete_new_lines(tmp_path: Path) -> None:
+    path = tmp_path / REQUESTS_CSV
+    tail = CsvTail(path)
+    assert tail.read_new() == []  # no file yet
+    line = _record(0)
+    path.write_text(RequestRecord.csv_header() + line[:20])
+    assert tail.read_new() == [] and tail.header == RequestRecord.columns()
+    with path.open("a") as fh:
+        fh.write(line[20:] + _record(1, ok=False))
+    rows = tail.read_new()
+    assert [r[0] for r in rows] == ["n-0", "n-1"]
+    assert rows[1][RequestRecord.columns().index("error")] == 'boom, "quoted"'
+    assert tail.read_new() == [] and tail.offset == path.stat().st_size
+
+
+def test_record_tail_series_and_exact_table(tmp_path: Path) -> None:
+    (tmp_path / "run.json").write_text(json.dumps({"started_at": 1000.0}))
+    ttfts = [float(x) for x in range(1, 41)]
+    lines = [_record(i, ttft=t, t_start=1000.0 + i * 0.1) for i, t in enumerate(ttfts)]
+    (tmp_path / REQUESTS_CSV).write_text(RequestRecord.csv_header() + "".join(lines) + _record(99, ok=False))
+    tail = RecordTail(tmp_path)
+    assert tail.poll() == 41
+    run = {r["metric"]: r for r in tail.summaries()["run"]}
+    assert run["ttft"]["n"] == 40
+    assert run["ttft"]["p50"] == pytest.approx(np.percentile(ttfts, 50))
+    assert run["ttft"]["p999"] == pytest.approx(np.percentile(ttfts, 99.9))
+    series = tail.series(until_s=2000.0)
+    assert series["t"][0] == BUCKET_S
+    first = tail.buckets[int(1000.0 // BUCKET_S)]
+    assert sum(b.n_ok for b in tail.buckets.values()) == 40  # each successful request once, in the slot it ended
+    assert series["out_tok_s"][0] == pytest.approx(16 * first.n_ok / BUCKET_S)
+    assert series["ttft_p50"][0] == pytest.approx(np.percentile(first.ttft, 50))
+    assert tail.poll() == 0
+
+
+# ------------------------------------------------------------------------------------------------- e2e + browser
+def _free_port() -> int:
+    from server.launcher import find_free_port
+
+    return find_free_port()
+
+
+def _get(url: str, timeout: float = 5.0) -> Any:
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
+        return json.loads(resp.read())
+
+
+@contextmanager
+def locust_ui(tmp_path: Path, host: str, *extra: str) -> Iterator[tuple[str, Path, Path]]:
+    """Locust with the web UI in its own session; yields (UI base URL, run folder, log); kills the group at the end."""
+    port = _free_port()
+    run_dir = tmp_path / "run"
+    log = tmp_path / "locust.log"
+    cmd = [sys.executable, "-m", "locust", "-f", LOCUSTFILE, "--scenario", SCENARIO, "--host", host,
+           "--web-host", "127.0.0.1", "--web-port", str(port), "--run-dir", str(run_dir), *extra]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO_ROOT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, log.read_text()[-3000:]
+            try:
+                _get(f"{base}/llm/data")
+                break
+            except (urllib.error.URLError, ConnectionError):
+                assert time.monotonic() < deadline, log.read_text()[-3000:]
+                time.sleep(0.3)
+        yield base, run_dir, log
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+@contextmanager
+def chromium() -> Iterator[Any]:
+    if not CHROMIUM.exists():
+        pytest.skip("/usr/bin/chromium is missing (apt-get install -y chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROME_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def start_ramp_through_form(page: Any, base: str, users: int, spawn_rate: float) -> None:
+    """Locust's own start form: user count, spawn rate, Start."""
+    page.goto(f"{base}/")
+    page.fill('input[name="userCount"]', str(users))
+    page.fill('input[name="spawnRate"]', str(spawn_rate))
+    page.click('button[type="submit"]:has-text("Start")')
+    page.get_by_role("tab", name="LLM").wait_for(timeout=15_000)
+
+
+def wait_for_points(page: Any, selector: str, n: int, timeout_s: float) -> None:
+    page.wait_for_function(
+        "([sel, n]) => { const e = document.querySelector(sel); return e && Number(e.dataset.points || 0) >= n; }",
+        arg=[selector, n],
+        timeout=timeout_s * 1000,
+    )
+
+
+def stable_count(page: Any, timeout_s: float = 20.0) -> int:
+    """Wait until the page's request count stops changing (the test is stopped and the tail caught up)."""
+    deadline = time.monotonic() + timeout_s
+    last = -1
+    while time.monotonic() < deadline:
+        page.wait_for_timeout(2500)
+        state = page.text_content("#stat-state")
+        count = int(page.text_content("#stat-requests") or "0")
+        if state == "stopped" and count == last:
+            return count
+        last = count
+    raise AssertionError(f"the request count did not settle: {last}")
+
+
+def records(run_dir: Path) -> pd.DataFrame:
+    return pd.read_csv(run_dir / REQUESTS_CSV, keep_default_na=False, na_values=[""])
+
+
+def shown_ttft_p50(page: Any) -> float:
+    return float(page.get_attribute('#table-run td[data-metric="ttft"][data-stat="p50"]', "data-value") or "nan")
+
+
+@pytest.mark.e2e
+@pytest.mark.browser
+def test_ramp_from_the_form_charts_match_the_records(vllm_base_url: str, tmp_path: Path) -> None:
+    errors: list[str] = []
+    with locust_ui(tmp_path, vllm_base_url) as (base, run_dir, log), chromium() as browser:
+        llm = browser.new_page(viewport={"width": 1400, "height": 1250})
+        llm.on("pageerror", lambda exc: errors.append(str(exc)))
+        llm.goto(f"{base}/llm")
+        # Another scenario from scenarios/, picked before the start; a file outside the folder is refused.
+        llm.wait_for_selector('#scenario-select option[value="smoke.yaml"]', state="attached")
+        llm.select_option("#scenario-select", "smoke.yaml")
+        llm.click("#scenario-apply")
+        llm.wait_for_function("document.querySelector('#scenario-msg').textContent.includes('smoke')")
+        assert "name: smoke" in (llm.text_content("#scenario-yaml") or "")
+        req = urllib.request.Request(f"{base}/llm/scenario", data=b"path=../pyproject.toml", method="POST")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(req, timeout=5)
+        assert refused.value.code == 409
+
+        ui = browser.new_page(viewport={"width": 1400, "height": 900})
+        ui.on("pageerror", lambda exc: errors.append(str(exc)))
+        start_ramp_through_form(ui, base, users=3, spawn_rate=3)
+        ui.get_by_role("tab", name="LLM").click()
+        ui.get_by_text("TTFT ms").first.wait_for(timeout=20_000)  # the exact-percentile table in Locust's own UI
+        ui.screenshot(path=str(ARTIFACTS / "webui-locust-llm-tab.png"))
+
+        wait_for_points(llm, "#chart-ttft", 8, 40)
+        wait_for_points(llm, "#chart-tokens", 4, 10)
+        wait_for_points(llm, "#chart-inflight", 4, 10)
+        assert "3 users" in (llm.text_content("#stat-level") or "")
+        llm.wait_for_timeout(2200)  # one more poll, so every chart shows the same points
+        llm.screenshot(path=str(ARTIFACTS / "webui-llm-tab.png"), full_page=True)
+        if os.environ.get("VLAB_WEBUI_DOCS_SCREENSHOT") == "1":
+            DOCS_IMG.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(ARTIFACTS / "webui-llm-tab.png", DOCS_IMG)
+
+        ui.click('button:has-text("Stop")')  # through Locust's own UI
+        count = stable_count(llm)
+        disk = records(run_dir)
+        assert count == len(disk) > 0
+        assert int(llm.text_content("#stat-ok") or "0") == int(disk.ok.sum())
+        ok = disk[disk.ok == 1]
+        assert shown_ttft_p50(llm) == pytest.approx(float(np.percentile(ok.ttft_ms, 50)), rel=1e-6)
+        n_shown = llm.get_attribute('#table-run td[data-metric="ttft"][data-stat="n"]', "data-value")
+        assert int(float(n_shown or 0)) == len(ok)
+        assert set(disk.level_target) == {3.0}  # the form's ramp was recorded as a load level
+        meta = json.loads((run_dir / "run.json").read_text())
+        assert meta["scenario"]["name"] == "smoke"
+
+        with llm.expect_popup() as popup:
+            llm.click("#report-link")
+        report = popup.value
+        report.wait_for_load_state("load", timeout=90_000)
+        assert report.url.endswith("/llm/report/index.html")
+        assert report.locator("#headline").is_visible()
+        report.screenshot(path=str(ARTIFACTS / "webui-report.png"))
+        assert (run_dir / "index.html").is_file()
+    assert errors == [], log.read_text()[-2000:]
+
+
+@pytest.mark.e2e
+@pytest.mark.browser
+def test_processes_2_charts_cover_every_worker(vllm_base_url: str, tmp_path: Path) -> None:
+    with locust_ui(tmp_path, vllm_base_url, "--processes", "2") as (base, run_dir, _log), chromium() as browser:
+        deadline = time.monotonic() + 30
+        while _get(f"{base}/llm/data")["workers"] != 2:
+            assert time.monotonic() < deadline, "workers did not connect"
+            time.sleep(0.5)
+        scenario = _get(f"{base}/llm/scenario")
+        assert not scenario["can_change"] and "distributed" in scenario["reason"]
+        ui = browser.new_page(viewport={"width": 1400, "height": 900})
+        start_ramp_through_form(ui, base, users=4, spawn_rate=4)
+        llm = browser.new_page(viewport={"width": 1400, "height": 1250})
+        llm.goto(f"{base}/llm")
+        wait_for_points(llm, "#chart-ttft", 5, 40)
+        urllib.request.urlopen(urllib.request.Request(f"{base}/stop", method="POST"), timeout=10)
+        count = stable_count(llm)
+        llm.screenshot(path=str(ARTIFACTS / "webui-llm-processes2.png"), full_page=True)
+        nodes = json.loads(llm.get_attribute("#stat-nodes", "data-nodes") or "{}")
+        disk = records(run_dir)
+        assert len(nodes) == 2 and sum(nodes.values()) == count == len(disk)
+        assert nodes == disk.groupby("node").size().to_dict()
+        ok = disk[disk.ok == 1]
+        assert shown_ttft_p50(llm) == pytest.approx(float(np.percentile(ok.ttft_ms, 50)), rel=1e-6)
