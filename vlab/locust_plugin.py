@@ -31,6 +31,7 @@ from locust.runners import STATE_RUNNING, STATE_SPAWNING, MasterRunner, WorkerRu
 
 from vlab.errors import UserError
 from vlab.load import ArrivalSchedule, LevelTracker, stage_at
+from vlab.monitor import ClientMonitor
 from vlab.openai_server import ServerInfo, Tokenizer, probe_server
 from vlab.run import RUN_JSON, base_metadata, new_run_dir, read_run_json, write_json_atomic, write_levels
 from vlab.scenario import LoadConfig, Scenario, load_scenario
@@ -78,6 +79,7 @@ class RunContext:
     shape_finished: bool = False
     share: float = 1.0
     """This worker's share of an open-loop rate (1 / number of workers)."""
+    monitor: ClientMonitor | None = None
     sampler: object | None = None
     """The server-metrics sampler process (server.metrics), on the master or the only process."""
     _seq: itertools.count = field(default_factory=itertools.count)
@@ -297,6 +299,8 @@ def _prepare_load_process(ctx: RunContext) -> None:
     if scenario.load.open_loop:
         ctx.schedule = ArrivalSchedule(scenario.load, ctx.tracker, share=ctx.share, seed=ctx.node)
         ctx.schedule.start()
+    ctx.monitor = ClientMonitor(ctx.node, ctx.tracker, ctx.sink.add_monitor)
+    ctx.monitor.start()
 
 
 def _prepare_run_folder(ctx: RunContext) -> None:
@@ -364,6 +368,8 @@ def _on_test_stop(environment: Environment, **_kw) -> None:
         return
     if ctx.schedule is not None:
         ctx.schedule.stop()
+    if ctx.monitor is not None:
+        ctx.monitor.stop()
     if ctx.is_worker and isinstance(ctx.sink, MessageSink):
         ctx.sink.flush(final=True)
     elif ctx.receiver is not None:

@@ -20,6 +20,7 @@ from pathlib import Path
 import gevent
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from vlab.monitor import MONITOR_CSV, MONITOR_HEADER
 from vlab.records import REQUESTS_CSV, TOKENS_CSV, TOKENS_HEADER, RequestRecord, token_lines
 
 
@@ -33,6 +34,8 @@ class CsvSink:
         self._tokens = self._open(run_dir / TOKENS_CSV, TOKENS_HEADER)
         self._pending_requests: list[str] = []
         self._pending_tokens: list[str] = []
+        self._pending_monitor: list[str] = []
+        self._monitor = None  # client_monitor.csv, opened with the first sample
         self._lock = threading.Lock()  # gevent-patched under Locust; a real lock in plain-thread use
         self.written = 0
         self.interval_s = interval_s
@@ -53,10 +56,15 @@ class CsvSink:
         if token_times_ms:
             self._pending_tokens.append(token_lines(record.request_id, token_times_ms))
 
-    def add_lines(self, request_lines: list[str], token_chunks: list[str]) -> None:
+    def add_monitor(self, line: str) -> None:
+        """Queue one self-monitoring sample (`vlab.monitor`)."""
+        self._pending_monitor.append(line)
+
+    def add_lines(self, request_lines: list[str], token_chunks: list[str], monitor_lines: list[str] = ()) -> None:
         """Queue already formatted lines (records that arrived from a worker process)."""
         self._pending_requests.extend(request_lines)
         self._pending_tokens.extend(token_chunks)
+        self._pending_monitor.extend(monitor_lines)
 
     def flush(self) -> None:
         with self._lock:
@@ -69,6 +77,12 @@ class CsvSink:
                 self._requests.write("".join(requests))
                 self._requests.flush()
                 self.written += len(requests)
+            monitor, self._pending_monitor = self._pending_monitor, []
+            if monitor:
+                if self._monitor is None:
+                    self._monitor = self._open(self.run_dir / MONITOR_CSV, MONITOR_HEADER)
+                self._monitor.write("".join(monitor))
+                self._monitor.flush()
 
     def _flush_loop(self) -> None:
         while True:
@@ -80,6 +94,8 @@ class CsvSink:
         self.flush()
         self._requests.close()
         self._tokens.close()
+        if self._monitor is not None:
+            self._monitor.close()
 
 
 class RecordBatch(BaseModel):
@@ -93,6 +109,8 @@ class RecordBatch(BaseModel):
     """Complete `requests.csv` lines, each ending in a newline."""
     tokens: list[str]
     """Complete `tokens.csv` line groups (one per request)."""
+    monitor: list[str] = []
+    """Self-monitoring samples (`vlab.monitor`), `client_monitor.csv` lines."""
     final: bool = False
     """Sent from the worker's test_stop: nothing more will come from this worker for this test."""
 
@@ -122,6 +140,7 @@ class MessageSink:
         self.node = node
         self._requests: list[str] = []
         self._tokens: list[str] = []
+        self._monitor: list[str] = []
         self._seq = 0
         self.written = 0
         self.interval_s = interval_s
@@ -132,13 +151,18 @@ class MessageSink:
         if token_times_ms:
             self._tokens.append(token_lines(record.request_id, token_times_ms))
 
+    def add_monitor(self, line: str) -> None:
+        self._monitor.append(line)
+
     def flush(self, final: bool = False) -> None:
         """Send what has accumulated; `final` (from test_stop) sends even an empty batch, as the end marker."""
-        if not self._requests and not self._tokens and not final:
+        if not self._requests and not self._tokens and not self._monitor and not final:
             return
         requests, self._requests = self._requests, []
         tokens, self._tokens = self._tokens, []
-        batch = {"node": self.node, "seq": self._seq, "requests": requests, "tokens": tokens, "final": final}
+        monitor, self._monitor = self._monitor, []
+        batch = {"node": self.node, "seq": self._seq, "requests": requests, "tokens": tokens, "monitor": monitor,
+                 "final": final}  # fmt: skip
         self._seq += 1
         self.runner.send_message(MESSAGE_TYPE, batch)
         self.written += len(requests)
@@ -173,7 +197,7 @@ class BatchReceiver:
         if batch.seq <= self.last_seq.get(batch.node, -1):
             return
         self.last_seq[batch.node] = batch.seq
-        self.sink.add_lines(batch.requests, batch.tokens)
+        self.sink.add_lines(batch.requests, batch.tokens, batch.monitor)
         if batch.final:
             self.finished.add(batch.node)
 
