@@ -4,7 +4,8 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 VLAB := .venv/bin/vlab
 
-.PHONY: setup client-env server-env model system-packages demo test test-fast lint bench-crosscheck clean
+.PHONY: setup client-env server-env model system-packages demo test test-fast lint bench-crosscheck \
+	experiment-prefix experiment-kv clean
 
 setup: system-packages
 	@$(MAKE) --no-print-directory -j2 client-env server-env
@@ -35,6 +36,13 @@ test-fast: client-env
 lint: client-env
 	@.venv/bin/ruff check .
 	@.venv/bin/ruff format --check .
+
+# Ready experiments (each starts and stops its own servers, then writes one comparison report).
+experiment-prefix: setup
+	@$(VLAB) experiment prefix
+
+experiment-kv: setup
+	@$(VLAB) experiment kv
 
 bench-crosscheck: setup
 	@$(PY) bench/crosscheck_vllm_bench.py

@@ -12,6 +12,9 @@ Rules (levels in order; "first"/"last" = lowest/highest level with measured requ
 6. token counts: prompt mismatches, completion mismatches (early stops), multi-token events.
 7. open loop: levels whose achieved arrival rate is > 5 % below target, and the share of arrivals that waited.
 8. few samples: levels with fewer than 100 measured requests (p99 rests on one or two requests).
+9. server metrics (`analysis.server_metrics`, when the run has them): queueing, KV-cache peak and preemptions in one
+   sentence; prefix-cache hit rate; server vs client TTFT (the overhead); traffic from other clients. A run without
+   them gets a one-line note.
 """
 
 from __future__ import annotations
@@ -42,7 +45,8 @@ def _ratio(a: float, b: float) -> float:
 def observe(summary: RunSummary) -> list[str]:
     """All observations that apply, most important first."""
     out: list[str] = []
-    for rule in (_status, _latency_growth, _throughput_scaling, _slo, _errors, _tokens, _open_loop, _samples):
+    rules = (_status, _latency_growth, _throughput_scaling, _server_metrics, _slo, _errors, _tokens, _open_loop)
+    for rule in (*rules, _samples):
         out.extend(rule(summary))
     return out
 
@@ -190,3 +194,72 @@ def _samples(s: RunSummary) -> list[str]:
         return []
     names = ", ".join(fmt_target(v, s.run.open_loop) for v in few["target"])
     return [f"Few measured requests (< {MIN_SAMPLES}) at {names}: p99 and p99.9 rest on a handful of requests."]
+
+
+# ---------------------------------------------------------------------------------------------- server metrics
+def _server_metrics(s: RunSummary) -> list[str]:
+    """Sentences from the server's /metrics series (rule 9)."""
+    srv = s.server
+    if srv is None:
+        return []
+    if not srv.available:
+        return [f"Server metrics were not recorded: {srv.series.reason}."]
+    from analysis.server_metrics import foreign_requests
+
+    h = srv.headline
+    t = srv.table
+    ol = s.run.open_loop
+    notes: list[str] = []
+    parts: list[str] = []
+    if np.isfinite(h.max_waiting):
+        if h.first_waiting_level is None:
+            parts.append(f"no request waited in the server's queue (at most {h.max_running:g} running)")
+        else:
+            later = [int(v) for v in t["level"] if v >= h.first_waiting_level]
+            where = fmt_target(h.first_waiting_target or 0.0, ol)
+            if later == h.waiting_levels:
+                parts.append(
+                    f"requests waited in the server's queue from level {h.first_waiting_level} ({where}) on "
+                    f"(up to {h.max_waiting:g} waiting)"
+                )
+            else:
+                names = ", ".join(fmt_target(v, ol) for v in t[t["max_waiting"] > 0]["target"])
+                parts.append(f"requests waited in the server's queue at {names} (up to {h.max_waiting:g} waiting)")
+    if np.isfinite(h.peak_kv_usage):
+        cap = f" of {h.kv_capacity_tokens:,} tokens" if h.kv_capacity_tokens else ""
+        at = f" at {fmt_target(h.peak_kv_target, ol)}" if h.peak_kv_target is not None else ""
+        parts.append(f"KV cache peaked at {h.peak_kv_usage:.0%}{cap}{at}")
+    if np.isfinite(h.preemptions):
+        if h.preemptions > 0:
+            by = [(r.target, r.preemptions) for r in t.itertuples(index=False) if r.preemptions > 0]
+            detail = ", ".join(f"{fmt_target(tg, ol)}: {n:g}" for tg, n in by)
+            parts.append(f"{h.preemptions:g} preemption{'s' if h.preemptions != 1 else ''} ({detail})")
+        else:
+            parts.append("no preemption")
+    if parts:
+        notes.append("Server: " + "; ".join(parts) + ".")
+    if np.isfinite(h.prefix_hit_rate):
+        per = [
+            f"{fmt_target(r.target, ol)}: {r.prefix_hit_rate:.0%}"
+            for r in t.itertuples(index=False)
+            if np.isfinite(r.prefix_hit_rate)
+        ]
+        detail = f" ({', '.join(per)})" if len(per) > 1 else ""
+        notes.append(
+            f"Prefix cache hit rate {h.prefix_hit_rate:.0%} of {h.prefix_queries:,.0f} prompt tokens looked up{detail}."
+        )
+    elif srv.series.info.get("prefix_caching") is False:
+        notes.append("Prefix caching is off on this server: every prompt token is computed.")
+    if np.isfinite(h.server_ttft_mean_ms) and np.isfinite(h.client_ttft_mean_ms):
+        over = h.client_ttft_mean_ms - h.server_ttft_mean_ms
+        notes.append(
+            f"Mean TTFT {h.client_ttft_mean_ms:.0f} ms at the client vs {h.server_ttft_mean_ms:.0f} ms inside the "
+            f"server: {over:.0f} ms is network, HTTP front end and client overhead."
+        )
+    extra = foreign_requests(h)
+    if extra:
+        notes.append(
+            f"The server answered about {extra:.0f} more requests than this run sent while it was sampled: another "
+            "client shared the server, and its load is in the server-side numbers."
+        )
+    return notes

@@ -249,3 +249,132 @@ def run_figures(s: RunSummary) -> list[tuple[str, str]]:
     if err:
         figs.append(("Errors", err))
     return figs
+
+
+# ---------------------------------------------------------------------------------------------- server metrics
+SCATTER_MAX = 3000
+"""Client points per scatter panel at most (a uniform random sample beyond)."""
+
+
+def _level_lines(axes, s: RunSummary, t0: float) -> None:
+    for ax in axes:
+        for r in s.run.levels.itertuples(index=False):
+            ax.axvline(r.start_s - t0, color="grey", lw=0.7, ls=":")
+
+
+def _client_points(s: RunSummary, column: str) -> tuple[np.ndarray, np.ndarray]:
+    req = s.run.requests
+    ok = req["ok"].to_numpy() & np.isfinite(req[column].to_numpy(dtype=float))
+    x, y = req["t_start_s"].to_numpy()[ok], req[column].to_numpy(dtype=float)[ok]
+    if x.size > SCATTER_MAX:
+        keep = np.sort(np.random.default_rng(0).choice(x.size, SCATTER_MAX, replace=False))
+        x, y = x[keep], y[keep]
+    return x, y
+
+
+def server_panels(s: RunSummary) -> str | None:
+    """Time-aligned panels, one shared x axis (s since the first level started): offered load (level target, step)
+    and client requests in flight; server running and waiting requests; KV-cache usage (%); preemptions per sample
+    window (bars) and cumulative (line); prefix-cache hit rate per sample window (Δhits/Δqueries); client TTFT and
+    per-request mean ITL (dots, by send time) with the server's per-window means (Δsum/Δcount). None without
+    server metrics."""
+    srv = s.server
+    if srv is None or not srv.available:
+        return None
+    f = srv.series.frame
+    levels = s.run.levels
+    t0 = float(levels["start_s"].min()) if len(levels) else float(f["t_s"].min())
+    t = f["t_s"].to_numpy(dtype=float) - t0
+    fig, axes = plt.subplots(7, 1, figsize=(12, 15), sharex=True)
+    ax = axes[0]
+    if len(levels):
+        xs = np.append(levels["start_s"].to_numpy() - t0, float(levels["end_s"].max()) - t0)
+        ys = np.append(levels["target"].to_numpy(dtype=float), levels["target"].to_numpy(dtype=float)[-1])
+        ax.step(xs, ys, where="post", color="black", label="level target")
+    req = s.run.requests
+    edges = np.linspace(min(t.min(), 0.0), t.max(), max(int(t.max() - min(t.min(), 0.0)) * 4, 2))
+    starts, ends = np.sort(req["t_start_s"].to_numpy() - t0), np.sort(req["end_s"].to_numpy() - t0)
+    inflight = np.searchsorted(starts, edges, side="right") - np.searchsorted(ends, edges, side="right")
+    ax.plot(edges, inflight, color="tab:purple", lw=1, label="client requests in flight")
+    ax.set_ylabel("req/s" if s.run.open_loop else "users / requests")
+    ax.set_title("Offered load")
+    ax.legend(fontsize=7, loc="upper left")
+    ax = axes[1]
+    for col, color in (("running", "tab:blue"), ("waiting", "tab:red")):
+        if srv.series.has(col):
+            ax.plot(t, f[col], color=color, lw=1.2, label=col)
+    ax.set_ylabel("requests")
+    ax.set_title("Server: running and waiting requests")
+    ax.legend(fontsize=7, loc="upper left")
+    ax = axes[2]
+    if srv.series.has("kv_cache_usage"):
+        ax.plot(t, f["kv_cache_usage"] * 100.0, color="tab:green", lw=1.2)
+        ax.set_ylim(0, max(5.0, float(f["kv_cache_usage"].max()) * 110.0))
+    ax.set_ylabel("%")
+    cap = srv.headline.kv_capacity_tokens
+    ax.set_title(f"Server: KV-cache usage{f' (capacity {cap:,} tokens)' if cap else ''}")
+    ax = axes[3]
+    if srv.series.has("d_preemptions"):
+        width = srv.headline.interval_s if np.isfinite(srv.headline.interval_s) else 0.5
+        ax.bar(t, f["d_preemptions"], width=width, color="tab:orange", label="per sample window")
+        axb = ax.twinx()
+        axb.plot(t, np.cumsum(f["d_preemptions"].to_numpy()), color="black", lw=1, label="cumulative")
+        axb.set_ylabel("cumulative")
+        axb.grid(False)
+    ax.set_ylabel("preemptions")
+    ax.set_title("Server: preemptions")
+    ax = axes[4]
+    if srv.series.has("prefix_hit_rate"):
+        ax.plot(t, f["prefix_hit_rate"] * 100.0, ".-", color="tab:cyan", lw=0.8, ms=3)
+        ax.set_ylim(-2, 102)
+    ax.set_ylabel("%")
+    ax.set_title("Server: prefix-cache hit rate per sample window (Δhits / Δqueries)")
+    for ax, column, hist, title in (
+        (axes[5], "ttft_ms", "ttft", "TTFT"),
+        (axes[6], "itl_mean_ms", "itl", "ITL (client: per-request mean)"),
+    ):
+        x, y = _client_points(s, column)
+        ax.scatter(x - t0, y, s=5, alpha=0.5, color="tab:blue", label="client, by send time")
+        if srv.series.has(f"{hist}_window_ms"):
+            ax.plot(t, f[f"{hist}_window_ms"], ".", color="tab:red", ms=4, label="server mean per sample window")
+        ax.set_ylabel("ms")
+        ax.set_title(title)
+        ax.legend(fontsize=7, loc="upper left")
+    axes[-1].set_xlabel("seconds since the first level started")
+    _level_lines(axes, s, t0)
+    fig.tight_layout()
+    return to_data_uri(fig)
+
+
+def server_compare_panels(summaries: Sequence[RunSummary]) -> str | None:
+    """Several runs on one time axis (s since each run's first level): running, waiting, KV usage (%) and
+    cumulative preemptions; one hue per run. None when no run has server metrics."""
+    with_metrics = [s for s in summaries if s.server is not None and s.server.available]
+    if not with_metrics:
+        return None
+    fig, axes = plt.subplots(4, 1, figsize=(12, 9), sharex=True)
+    palette = sns.color_palette("tab10", max(len(summaries), 1))
+    for k, s in enumerate(summaries):
+        if s.server is None or not s.server.available:
+            continue
+        f = s.server.series.frame
+        t0 = float(s.run.levels["start_s"].min()) if len(s.run.levels) else float(f["t_s"].min())
+        t = f["t_s"].to_numpy(dtype=float) - t0
+        color, label = palette[k % len(palette)], f"{k + 1}: {s.run.label}"
+        for ax, col, scale in ((axes[0], "running", 1.0), (axes[1], "waiting", 1.0), (axes[2], "kv_cache_usage", 100)):
+            if s.server.series.has(col):
+                ax.plot(t, f[col] * scale, color=color, lw=1.2, label=label)
+        if s.server.series.has("d_preemptions"):
+            axes[3].plot(t, np.cumsum(f["d_preemptions"].to_numpy()), color=color, lw=1.2, label=label)
+    for ax, title, unit in zip(
+        axes,
+        ("Running requests", "Waiting requests", "KV-cache usage", "Preemptions (cumulative)"),
+        ("requests", "requests", "%", "preemptions"),
+        strict=True,
+    ):
+        ax.set_title(title)
+        ax.set_ylabel(unit)
+    axes[0].legend(fontsize=7, loc="upper left")
+    axes[-1].set_xlabel("seconds since each run's first level started")
+    fig.tight_layout()
+    return to_data_uri(fig)

@@ -141,6 +141,7 @@ def render_run(s: RunSummary) -> str:
     """The HTML of a single-run report."""
     ctx = _run_context(s)
     ctx["figures"] = plots.run_figures(s)
+    ctx["srv"] = _server_context(s)
     ctx["generated"] = fmt_time(time.time())
     return _env().get_template("report.html.j2").render(**ctx)
 
@@ -172,12 +173,36 @@ def render_comparison(summaries: Sequence[RunSummary]) -> str:
     """The HTML of a comparison of several runs (first run = reference for ratios)."""
     env = _env()
     runs = [_run_context(s) for s in summaries]
+    for r, s in zip(runs, summaries, strict=True):
+        r["srv"] = _server_context(s, figure=False)
     return env.get_template("compare.html.j2").render(
         runs=runs,
+        server_panels=plots.server_compare_panels(summaries),
         curves=plots.latency_vs_throughput(summaries),
         rows=comparison_rows(summaries),
         generated=fmt_time(time.time()),
     )
+
+
+# ---------------------------------------------------------------------------------------------- server metrics
+def _server_context(s: RunSummary, figure: bool = True) -> dict[str, Any]:
+    """Template values of the server-metrics section: availability/reason, headline, per-level rows, panels."""
+    srv = s.server
+    if srv is None or not srv.available:
+        reason = srv.series.reason if srv is not None else "not computed"
+        return {"available": False, "reason": reason}
+    h = srv.headline
+    ol = s.run.open_loop
+    return {
+        "available": True,
+        "reason": "",
+        "h": h,
+        "names": srv.series.info.get("names") or {},
+        "peak_kv_at": fmt_target(h.peak_kv_target, ol) if h.peak_kv_target is not None else None,
+        "first_waiting_at": fmt_target(h.first_waiting_target, ol) if h.first_waiting_target is not None else None,
+        "rows": srv.table.to_dict(orient="records"),
+        "panels": plots.server_panels(s) if figure else None,
+    }
 
 
 def build_report(run_dirs: Sequence[Path | str], out: Path | str | None = None) -> Path:

@@ -85,6 +85,8 @@ class RunSummary:
     headline: Headline
     per_level: dict[int, LevelStats] = field(default_factory=dict)
     observations: list[str] = field(default_factory=list)
+    server: Any = None
+    """The server's /metrics view (`analysis.server_metrics.ServerSummary`), set by `summarize_run`."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -99,6 +101,7 @@ class RunSummary:
             "observations": self.observations,
             "levels": [_clean(r) for r in self.table.to_dict(orient="records")],
             "errors": [_clean(r) for r in self.errors.to_dict(orient="records")],
+            "server_metrics": _clean(self.server.to_json()) if self.server is not None else None,
         }
 
 
@@ -218,6 +221,10 @@ def summarize_run(run: RunData) -> RunSummary:
     table = pd.DataFrame(rows)
     errors = _errors(run)
     summary = RunSummary(run, table, errors, headline(table, bool(slo)), per_level)
+    # server side (vLLM /metrics samples), aligned with the levels above; see analysis.server_metrics
+    from analysis.server_metrics import summarize_server
+
+    summary.server = summarize_server(run, table)
     from analysis.observations import observe
 
     summary.observations = observe(summary)

@@ -19,6 +19,7 @@ SUBCOMMAND_MODULES = (
     "server.cli",
     "vlab.sweep",
     "analysis.cli",
+    "vlab.experiment",
     "rag.cli",
 )
 
