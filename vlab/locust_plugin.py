@@ -278,6 +278,14 @@ def _on_test_start(environment: Environment, **_kw) -> None:
             _prepare_run_folder(ctx)
     except UserError as exc:
         _fail(environment, str(exc), exc.exit_code)
+        return
+    shape = environment.shape_class
+    if shape is not None and not ctx.is_worker:
+        # Start-up (probe, tokenizer calibration, a RAG retriever) ran while the shape's clock was already going:
+        # restart it, so the first stage gets its full duration.
+        shape.reset_time()
+        if ctx.tracker.current is not None:
+            ctx.tracker.current.start_s = time.time()
 
 
 def _prepare_load_process(ctx: RunContext) -> None:
@@ -286,8 +294,12 @@ def _prepare_load_process(ctx: RunContext) -> None:
     host = ctx.environment.host or DEFAULT_HOST
     ctx.server = probe_server(host, scenario.api.model, api_key=ctx.api_key)
     vocabulary = None
-    if scenario.data.dataset is None:
+    if scenario.data.dataset is None and scenario.data.rag is None:
         vocabulary = WordVocabulary.calibrate(Tokenizer(host, ctx.server.model, ctx.api_key))
+    if scenario.data.rag is not None:
+        from vlab.rag_user import open_retriever
+
+        open_retriever(scenario.data.rag)  # load the embedding model and collection now, not in the first user
     ctx.factory = PromptFactory(scenario, ctx.server.model, vocabulary, node=ctx.node)
     ctx.factory.check_context(ctx.server.max_model_len)
     if ctx.is_worker:

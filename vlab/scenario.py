@@ -226,6 +226,18 @@ class DatasetConfig(StrictModel):
     )
 
 
+class RagConfig(StrictModel):
+    """Retrieve-then-generate requests (`locustfiles/rag_load.py`): questions answered from retrieved PDF chunks."""
+
+    questions: Path = Field(description="JSONL file, one {\"question\": ...} per line.")
+    corpus: Path | None = Field(
+        default=None, description="PDF file or folder ingested at start when the collection is empty or stale."
+    )
+    db: Path | None = Field(default=None, description="chromadb folder (default .cache/rag).")
+    collection: str = "docs"
+    k: int = Field(default=4, ge=1, description="Chunks retrieved per question.")
+
+
 class DataConfig(StrictModel):
     """What each request sends and asks for."""
 
@@ -239,6 +251,7 @@ class DataConfig(StrictModel):
     ignore_eos: bool = Field(default=True, description="Force exactly `max_tokens` (vLLM extension).")
     shared_prefix: SharedPrefix | None = None
     dataset: DatasetConfig | None = None
+    rag: RagConfig | None = None
     seed: int = Field(default=0, description="Seed of the prompt and length draws (salts stay unique per request).")
 
     @model_validator(mode="after")
@@ -250,6 +263,8 @@ class DataConfig(StrictModel):
             )
         if self.dataset and self.dataset.multi_turn and self.dataset.format != "sharegpt":
             raise ValueError("dataset.multi_turn needs format: sharegpt")
+        if self.rag and (self.dataset or self.shared_prefix):
+            raise ValueError("rag builds its prompts from retrieval: not combinable with dataset or shared_prefix")
         return self
 
 
@@ -313,16 +328,24 @@ def load_scenario(path: str | Path) -> Scenario:
         if first["type"] == "extra_forbidden":
             message = "unknown key"
         raise ConfigError(f"{path}: {_key_path(first['loc'])}: {message}{more}") from None
-    if scenario.data.dataset is not None:
-        dataset_path = scenario.data.dataset.path
-        if not dataset_path.is_absolute():
-            dataset_path = (path.parent / dataset_path).resolve()
-            if not dataset_path.exists():
-                from vlab.paths import REPO_ROOT
+    data = scenario.data
+    if data.dataset is not None:
+        dataset = data.dataset.model_copy(update={"path": _existing(path, data.dataset.path, "data.dataset.path")})
+        data = data.model_copy(update={"dataset": dataset})
+    if data.rag is not None:
+        update = {"questions": _existing(path, data.rag.questions, "data.rag.questions")}
+        if data.rag.corpus is not None:
+            update["corpus"] = _existing(path, data.rag.corpus, "data.rag.corpus")
+        data = data.model_copy(update={"rag": data.rag.model_copy(update=update)})
+    return scenario.model_copy(update={"data": data})
 
-                dataset_path = (REPO_ROOT / scenario.data.dataset.path).resolve()
-        if not dataset_path.exists():
-            raise ConfigError(f"{path}: data.dataset.path: file not found: {scenario.data.dataset.path}")
-        dataset = scenario.data.dataset.model_copy(update={"path": dataset_path})
-        scenario = scenario.model_copy(update={"data": scenario.data.model_copy(update={"dataset": dataset})})
-    return scenario
+
+def _existing(scenario_path: Path, value: Path, key: str) -> Path:
+    """A file named in a scenario: relative to the scenario's folder, else to the repository; it must exist."""
+    from vlab.paths import REPO_ROOT
+
+    candidates = [value] if value.is_absolute() else [scenario_path.parent / value, REPO_ROOT / value]
+    for candidate in candidates:
+        if candidate.exists():
+            return candidate.resolve()
+    raise ConfigError(f"{scenario_path}: {key}: file not found: {value}")

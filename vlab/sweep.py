@@ -27,6 +27,7 @@ from vlab.run import new_run_dir
 from vlab.scenario import Scenario, load_scenario
 
 LOCUSTFILE = REPO_ROOT / "locustfiles" / "llm.py"
+RAG_LOCUSTFILE = REPO_ROOT / "locustfiles" / "rag_load.py"
 _COLUMNS = RequestRecord.columns()
 _COL = {name: i for i, name in enumerate(_COLUMNS)}
 
@@ -71,7 +72,7 @@ def run_locust(
     input). Blocks until the run ends, showing progress on stderr."""
     cmd = [
         sys.executable, "-m", "locust",
-        "-f", str(LOCUSTFILE),
+        "-f", str(RAG_LOCUSTFILE if scenario.data.rag else LOCUSTFILE),
         "--scenario", str(scenario_path),
         "--headless",
         "--run-dir", str(run_dir),

@@ -123,6 +123,9 @@ class PromptFactory:
         if self.data.dataset is not None:
             self._dataset = load_dataset(self.data.dataset.path, self.data.dataset.format)
             self._dataset_pos = self.rng.randrange(len(self._dataset))
+        elif self.data.rag is not None:
+            self._questions = load_questions(self.data.rag.questions)
+            self._question_pos = self.rng.randrange(len(self._questions))
         elif vocabulary is None:
             raise UserError("synthetic prompts need the server's /tokenize endpoint (vLLM); use a dataset instead")
         else:
@@ -174,10 +177,18 @@ class PromptFactory:
             prompt = " ".join(words)
         return self.build(prompt, max_tokens, requested, prefix_id, history)
 
-    def build(
-        self, prompt: str, max_tokens: int, requested: int = -1, prefix_id: int = -1, history: list[dict] | None = None
-    ) -> PreparedRequest:
-        """Wrap a prompt into the endpoint's JSON body (streaming, usage chunk on, `ignore_eos` as configured)."""
+    def next_question(self) -> str:
+        """The next RAG question (the questions file, in order from a random start)."""
+        question = self._questions[self._question_pos % len(self._questions)]
+        self._question_pos += 1
+        return question
+
+    def build_messages(self, messages: list[dict], max_tokens: int) -> PreparedRequest:
+        """A chat request with ready-made messages (e.g. a RAG prompt: system + grounded user message)."""
+        body = {**self._common(max_tokens), "messages": messages}
+        return PreparedRequest(json.dumps(body).encode(), -1, max_tokens, -1, tuple(messages))
+
+    def _common(self, max_tokens: int) -> dict:
         body: dict = {
             "model": self.model,
             "max_tokens": max_tokens,
@@ -187,6 +198,13 @@ class PromptFactory:
         }
         if self.data.ignore_eos:
             body["ignore_eos"] = True
+        return body
+
+    def build(
+        self, prompt: str, max_tokens: int, requested: int = -1, prefix_id: int = -1, history: list[dict] | None = None
+    ) -> PreparedRequest:
+        """Wrap a prompt into the endpoint's JSON body (streaming, usage chunk on, `ignore_eos` as configured)."""
+        body = self._common(max_tokens)
         messages: tuple[dict, ...] = ()
         if self.chat:
             messages = (*(history or ()), {"role": "user", "content": prompt})
@@ -205,6 +223,18 @@ class PromptFactory:
         item = self._dataset[self._dataset_pos % len(self._dataset)]
         self._dataset_pos += 1
         return item
+
+
+def load_questions(path: Path) -> list[str]:
+    """RAG questions: JSONL with a `question` field per line (extra fields, e.g. labels, are ignored)."""
+    try:
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: cannot read questions: {exc}") from None
+    questions = [r["question"] for r in rows if isinstance(r, dict) and isinstance(r.get("question"), str)]
+    if not questions:
+        raise ConfigError(f"{path}: no {{\"question\": ...}} lines found")
+    return questions
 
 
 def load_dataset(path: Path, fmt: str) -> list[list[str]]:
