@@ -45,7 +45,10 @@ def _ratio(a: float, b: float) -> float:
 def observe(summary: RunSummary) -> list[str]:
     """All observations that apply, most important first."""
     out: list[str] = []
-    rules = (_status, _latency_growth, _throughput_scaling, _server_metrics, _slo, _errors, _tokens, _open_loop)
+    rules = (
+        _status, _client_health, _latency_growth, _throughput_scaling, _server_metrics, _slo, _errors, _tokens,
+        _open_loop, _retrieval,
+    )  # fmt: skip
     for rule in (*rules, _samples):
         out.extend(rule(summary))
     return out
@@ -185,6 +188,45 @@ def _open_loop(s: RunSummary) -> list[str]:
                 "free slot before being sent."
             )
     return notes
+
+
+def _client_health(s: RunSummary) -> list[str]:
+    """Levels where the load generator itself was the bottleneck (vlab.monitor): their client latencies are
+    suspect, and more worker processes (or a quieter machine) are the fix."""
+    t = s.table
+    if "client_flag" not in t:
+        return []
+    out = []
+    for flag, advice in (
+        ("saturated", "add worker processes (--processes N)"),
+        ("starved", "the machine was busy with other work: give the load generator a free core"),
+    ):
+        hit = t[t["client_flag"] == flag]
+        if hit.empty:
+            continue
+        names = ", ".join(fmt_target(v, s.run.open_loop) for v in hit["target"])
+        worst = hit.loc[hit["client_cpu_max"].idxmax()]
+        out.append(
+            f"The load generator was {flag} at {names} (up to {worst['client_cpu_max']:.0%} of a core, hub lag up to "
+            f"{hit['client_lag_max_ms'].max():.0f} ms): client-side latencies there may be overstated; {advice}."
+        )
+    return out
+
+
+def _retrieval(s: RunSummary) -> list[str]:
+    """RAG runs: how retrieval compares with generation, and how long the retrieved prompts were."""
+    t = _measured(s.table)
+    if "retrieval_n" not in t or not (t["retrieval_n"] > 0).any():
+        return []
+    t = t[t["retrieval_n"] > 0]
+    first = t.iloc[-1]
+    share = first["retrieval_p50"] / (first["retrieval_p50"] + first["e2e_p50"])
+    return [
+        f"Retrieval took p50 {first['retrieval_p50']:.0f} ms at {fmt_target(first['target'], s.run.open_loop)} "
+        f"against p50 TTFT {first['ttft_p50']:.0f} ms and E2E {first['e2e_p50']:.0f} ms: {share:.0%} of the time a "
+        f"user waited for an answer. Retrieved prompts held {first['prompt_tokens_p50']:.0f} tokens at p50 "
+        f"({first['prompt_tokens_min']:.0f}–{first['prompt_tokens_max']:.0f})."
+    ]
 
 
 def _samples(s: RunSummary) -> list[str]:

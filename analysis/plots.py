@@ -245,10 +245,35 @@ def run_figures(s: RunSummary) -> list[tuple[str, str]]:
         ("ITL distribution", itl_histogram(s)),
         ("Request timeline: orange = send → first token, blue = decode, red = failed", timeline(s)),
     ]
+    rag = retrieval_vs_generation(s)
+    if rag:
+        figs.append(("Retrieval vs generation (RAG) and the prompt lengths retrieval produced", rag))
     err = errors_by_level(s)
     if err:
         figs.append(("Errors", err))
     return figs
+
+
+def retrieval_vs_generation(s: RunSummary) -> str | None:
+    """RAG runs: retrieval, TTFT and E2E side by side per level (box plots, ms), and the prompt-token histogram."""
+    req = s.run.requests
+    ok = req[(req["ok"]) & req["retrieval_ms"].notna()]
+    if ok.empty:
+        return None
+    long = pd.concat(
+        [pd.DataFrame({"level": ok["level_target"], "phase": name, "ms": ok[col]})
+         for name, col in (("retrieval", "retrieval_ms"), ("TTFT", "ttft_ms"), ("E2E", "e2e_ms"))]
+    )  # fmt: skip
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [3, 2]})
+    sns.boxplot(data=long, x="level", y="ms", hue="phase", ax=left, showfliers=False)
+    left.set_xlabel(f"load level ({'req/s' if s.run.open_loop else 'users'})")
+    left.set_ylabel("ms")
+    left.set_yscale("log")
+    sns.histplot(ok["prompt_tokens"][ok["prompt_tokens"] >= 0], bins=30, ax=right, color="#4c72b0")
+    right.set_xlabel("prompt tokens (server usage)")
+    right.set_ylabel("requests")
+    fig.tight_layout()
+    return to_data_uri(fig)
 
 
 # ---------------------------------------------------------------------------------------------- server metrics

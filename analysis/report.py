@@ -22,7 +22,14 @@ import pandas as pd
 from analysis import plots
 from analysis.load import load_run
 from analysis.observations import fmt_target
-from analysis.summary import LATENCY_METRICS, SLO_ATTAINMENT, RunSummary, summarize_run, write_summary_files
+from analysis.summary import (
+    LATENCY_METRICS,
+    SLO_ATTAINMENT,
+    TOKEN_METRICS,
+    RunSummary,
+    summarize_run,
+    write_summary_files,
+)
 from vlab.errors import UserError
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -106,9 +113,12 @@ def _run_context(s: RunSummary) -> dict[str, Any]:
     ol = s.run.open_loop
     started, ended = meta.get("started_at"), meta.get("ended_at")
     duration = float(ended) - float(started) if started and ended else None
+    rows = s.table.to_dict(orient="records")
     metric_tables = [
-        {"key": key, "title": title, "rows": s.table.to_dict(orient="records")}
-        for key, title in LATENCY_METRICS.items()
+        {"key": key, "title": title, "unit": unit, "rows": rows}
+        for metrics, unit in ((LATENCY_METRICS, "ms"), (TOKEN_METRICS, "tokens"))
+        for key, title in metrics.items()
+        if (s.table.get(f"{key}_n", pd.Series(dtype=float)) > 0).any()  # e.g. no retrieval table outside RAG runs
     ]
     return {
         "s": s,

@@ -38,7 +38,10 @@ LATENCY_METRICS: dict[str, str] = {
     "itl": "ITL (pooled gaps)",
     "itl_mean": "ITL (per-request mean)",
     "queue_wait": "Queue wait",
+    "retrieval": "Retrieval (RAG, before the request)",
 }
+TOKEN_METRICS: dict[str, str] = {"prompt_tokens": "Prompt tokens (server usage)"}
+"""Distributions in tokens, reported per level like the latencies."""
 STATS: tuple[str, ...] = ("n", "mean", "std", "p50", "p90", "p95", "p99", "p999", "min", "max")
 KNEE_THROUGHPUT_GAIN = 0.10
 """Knee: the next level adds less than this relative output throughput …"""
@@ -138,7 +141,7 @@ def summarize_run(run: RunData) -> RunSummary:
     prompt = req["prompt_tokens"].to_numpy()
     prompt_req = req["prompt_tokens_requested"].to_numpy()
     prompt_tokens = np.where(prompt >= 0, prompt, np.where(prompt_req >= 0, prompt_req, np.nan)).astype(np.float64)
-    cols = {m: req[f"{m}_ms"].to_numpy() for m in ("ttft", "e2e", "tpot", "itl_mean", "queue_wait")}
+    cols = {m: req[f"{m}_ms"].to_numpy() for m in ("ttft", "e2e", "tpot", "itl_mean", "queue_wait", "retrieval")}
     slo = run.slo
     slo_ok = ok & meets_slo(
         cols["ttft"],
@@ -216,9 +219,12 @@ def summarize_run(run: RunData) -> RunSummary:
         for metric in LATENCY_METRICS:
             values = level_gaps if metric == "itl" else cols[metric][measured]
             rec.update(summarize(values).as_dict(prefix=f"{metric}_"))
+        rec.update(summarize(prompt_tokens[measured]).as_dict(prefix="prompt_tokens_"))
         rows.append(rec)
         per_level[lv] = LevelStats(gaps_ms=level_gaps, ttft_ms=cols["ttft"][measured])
-    table = pd.DataFrame(rows)
+    from analysis.client_monitor import attach
+
+    table = attach(pd.DataFrame(rows), run.path)
     errors = _errors(run)
     summary = RunSummary(run, table, errors, headline(table, bool(slo)), per_level)
     # server side (vLLM /metrics samples), aligned with the levels above; see analysis.server_metrics
