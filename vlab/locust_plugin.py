@@ -191,6 +191,8 @@ def _enter_level(ctx: RunContext, target: float, index: int | None = None) -> No
     if level is current:
         return
     log.info("vlab: level %d: %s", level.index, _level_label(ctx.scenario, target))
+    if ctx.run_dir is not None and (ctx.run_dir / RUN_JSON).exists():
+        write_levels(ctx.run_dir, ctx.tracker.levels)  # kept current, so a report built mid-run sees the levels
     if ctx.is_master:
         workers = max(ctx.environment.runner.worker_count, 1)
         data = {"index": level.index, "target": target, "start_s": level.start_s, "share": 1.0 / workers}
@@ -286,6 +288,8 @@ def _on_test_start(environment: Environment, **_kw) -> None:
         shape.reset_time()
         if ctx.tracker.current is not None:
             ctx.tracker.current.start_s = time.time()
+    if not ctx.is_worker and ctx.run_dir is not None:
+        write_levels(ctx.run_dir, ctx.tracker.levels)
 
 
 def _prepare_load_process(ctx: RunContext) -> None:
@@ -302,6 +306,8 @@ def _prepare_load_process(ctx: RunContext) -> None:
         open_retriever(scenario.data.rag)  # load the embedding model and collection now, not in the first user
     ctx.factory = PromptFactory(scenario, ctx.server.model, vocabulary, node=ctx.node)
     ctx.factory.check_context(ctx.server.max_model_len)
+    if ctx.sink is not None:  # a new test in the same process (web UI): finish the previous sink first
+        ctx.sink.close()
     if ctx.is_worker:
         ctx.sink = MessageSink(ctx.environment.runner, ctx.node)
     else:
