@@ -10,13 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from browser import CHROMIUM, launch
 
 from vlab.cli import main
 from vlab.paths import REPO_ROOT
 
 FIXTURES = Path(__file__).parent / "fixtures" / "runs"
 ARTIFACTS = REPO_ROOT / "test-artifacts"
-CHROMIUM = Path("/usr/bin/chromium")
 
 
 @pytest.fixture
@@ -289,18 +289,7 @@ def test_report_renders_in_chromium(run_copy) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     errors: list[str] = []
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=[
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
+        browser = launch(p)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)

@@ -25,25 +25,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from browser import CHROME_ARGS, CHROMIUM
 
 from vlab.paths import REPO_ROOT
 from vlab.records import REQUESTS_CSV, RequestRecord
 from vlab.webui import BUCKET_S, CsvTail, RecordTail
 
 ARTIFACTS = REPO_ROOT / "test-artifacts"
-CHROMIUM = Path("/usr/bin/chromium")
 LOCUSTFILE = str(REPO_ROOT / "locustfiles" / "llm.py")
 SCENARIO = str(REPO_ROOT / "scenarios" / "webui-smoke.yaml")
 DOCS_IMG = REPO_ROOT / "docs" / "img" / "webui-llm-tab.png"
-CHROME_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 
 # ------------------------------------------------------------------------------------------------------ unit: tail

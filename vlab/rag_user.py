@@ -16,8 +16,7 @@ from locust import User, constant, task
 from vlab.errors import UserError
 from vlab.locust_plugin import RunContext, context
 from vlab.scenario import RagConfig
-from vlab.stream import StreamConnection
-from vlab.user import measure
+from vlab.user import measure, open_connection
 
 _RETRIEVERS: dict[tuple[str, str], object] = {}
 
@@ -55,16 +54,10 @@ class RagUser(User):
             raise UserError("locustfiles/rag_load.py needs a scenario with a data.rag section (see scenarios/rag.yaml)")
         if self.ctx.scenario.api.endpoint != "chat":
             raise UserError("data.rag needs api.endpoint: chat")
-        api = self.ctx.scenario.api
         self.rag = rag
         self.retriever = open_retriever(rag)
         self.user_index = self.ctx.next_user_index()
-        self.conn = StreamConnection(
-            self.host or self.ctx.environment.host,
-            connect_timeout_s=api.connect_timeout_s,
-            read_timeout_s=api.read_timeout_s,
-            api_key=self.ctx.api_key,
-        )
+        self.conn = open_connection(self.ctx, self.host)
 
     def on_stop(self) -> None:
         self.conn.close()

@@ -24,7 +24,31 @@ from vlab.monitor import MONITOR_CSV, MONITOR_HEADER
 from vlab.records import REQUESTS_CSV, TOKENS_CSV, TOKENS_HEADER, RequestRecord, token_lines
 
 
-class CsvSink:
+class _Pending:
+    """What users hand over, queued as formatted lines until the next flush (no I/O on the users' path)."""
+
+    def __init__(self) -> None:
+        self._requests_q: list[str] = []
+        self._tokens_q: list[str] = []
+        self._monitor_q: list[str] = []
+
+    def add(self, record: RequestRecord, token_times_ms: tuple[float, ...] | list[float]) -> None:
+        """Queue one finished request (string formatting only)."""
+        self._requests_q.append(record.csv_line())
+        if token_times_ms:
+            self._tokens_q.append(token_lines(record.request_id, token_times_ms))
+
+    def add_monitor(self, line: str) -> None:
+        """Queue one self-monitoring sample (`vlab.monitor`)."""
+        self._monitor_q.append(line)
+
+    def _take(self) -> tuple[list[str], list[str], list[str]]:
+        taken = self._requests_q, self._tokens_q, self._monitor_q
+        self._requests_q, self._tokens_q, self._monitor_q = [], [], []
+        return taken
+
+
+class CsvSink(_Pending):
     """Appends records to `requests.csv` and token times to `tokens.csv` in `run_dir`."""
 
     def __init__(self, run_dir: Path, interval_s: float = 0.5) -> None:
@@ -32,9 +56,7 @@ class CsvSink:
         self.run_dir = run_dir
         self._requests = self._open(run_dir / REQUESTS_CSV, RequestRecord.csv_header())
         self._tokens = self._open(run_dir / TOKENS_CSV, TOKENS_HEADER)
-        self._pending_requests: list[str] = []
-        self._pending_tokens: list[str] = []
-        self._pending_monitor: list[str] = []
+        _Pending.__init__(self)
         self._monitor = None  # client_monitor.csv, opened with the first sample
         self._lock = threading.Lock()  # gevent-patched under Locust; a real lock in plain-thread use
         self.written = 0
@@ -50,26 +72,15 @@ class CsvSink:
             handle.flush()
         return handle
 
-    def add(self, record: RequestRecord, token_times_ms: tuple[float, ...] | list[float]) -> None:
-        """Queue one finished request (cheap: string formatting only, no I/O)."""
-        self._pending_requests.append(record.csv_line())
-        if token_times_ms:
-            self._pending_tokens.append(token_lines(record.request_id, token_times_ms))
-
-    def add_monitor(self, line: str) -> None:
-        """Queue one self-monitoring sample (`vlab.monitor`)."""
-        self._pending_monitor.append(line)
-
     def add_lines(self, request_lines: list[str], token_chunks: list[str], monitor_lines: list[str] = ()) -> None:
         """Queue already formatted lines (records that arrived from a worker process)."""
-        self._pending_requests.extend(request_lines)
-        self._pending_tokens.extend(token_chunks)
-        self._pending_monitor.extend(monitor_lines)
+        self._requests_q.extend(request_lines)
+        self._tokens_q.extend(token_chunks)
+        self._monitor_q.extend(monitor_lines)
 
     def flush(self) -> None:
         with self._lock:
-            requests, self._pending_requests = self._pending_requests, []
-            tokens, self._pending_tokens = self._pending_tokens, []
+            requests, tokens, monitor = self._take()
             if tokens:  # tokens first: a request row never points at token rows that are not on disk
                 self._tokens.write("".join(tokens))
                 self._tokens.flush()
@@ -77,7 +88,6 @@ class CsvSink:
                 self._requests.write("".join(requests))
                 self._requests.flush()
                 self.written += len(requests)
-            monitor, self._pending_monitor = self._pending_monitor, []
             if monitor:
                 if self._monitor is None:
                     self._monitor = self._open(self.run_dir / MONITOR_CSV, MONITOR_HEADER)
@@ -128,7 +138,7 @@ _N_COLUMNS = len(RequestRecord.columns())
 MESSAGE_TYPE = "vlab_records"
 
 
-class MessageSink:
+class MessageSink(_Pending):
     """On a Locust worker: batches records and sends them to the master, which writes the run's CSVs.
 
     Batches go every `interval_s` seconds and once more from the worker's `test_stop` (`flush`), before the worker
@@ -136,31 +146,19 @@ class MessageSink:
     """
 
     def __init__(self, runner, node: str, interval_s: float = 0.5) -> None:
+        _Pending.__init__(self)
         self.runner = runner
         self.node = node
-        self._requests: list[str] = []
-        self._tokens: list[str] = []
-        self._monitor: list[str] = []
         self._seq = 0
         self.written = 0
         self.interval_s = interval_s
         self._flusher = gevent.spawn(self._flush_loop)
 
-    def add(self, record: RequestRecord, token_times_ms: tuple[float, ...] | list[float]) -> None:
-        self._requests.append(record.csv_line())
-        if token_times_ms:
-            self._tokens.append(token_lines(record.request_id, token_times_ms))
-
-    def add_monitor(self, line: str) -> None:
-        self._monitor.append(line)
-
     def flush(self, final: bool = False) -> None:
         """Send what has accumulated; `final` (from test_stop) sends even an empty batch, as the end marker."""
-        if not self._requests and not self._tokens and not self._monitor and not final:
+        requests, tokens, monitor = self._take()
+        if not requests and not tokens and not monitor and not final:
             return
-        requests, self._requests = self._requests, []
-        tokens, self._tokens = self._tokens, []
-        monitor, self._monitor = self._monitor, []
         batch = {"node": self.node, "seq": self._seq, "requests": requests, "tokens": tokens, "monitor": monitor,
                  "final": final}  # fmt: skip
         self._seq += 1

@@ -29,6 +29,17 @@ CONNECT_BACKOFF_S = 0.5
 """Pause of a closed-loop user after a refused connection, seconds."""
 
 
+def open_connection(ctx: RunContext, host: str | None) -> StreamConnection:
+    """A user's own keep-alive connection, with the scenario's timeouts and the run's API key."""
+    api = ctx.scenario.api
+    return StreamConnection(
+        host or ctx.environment.host,
+        connect_timeout_s=api.connect_timeout_s,
+        read_timeout_s=api.read_timeout_s,
+        api_key=ctx.api_key,
+    )
+
+
 def measure(
     ctx: RunContext,
     conn: StreamConnection,
@@ -154,14 +165,8 @@ class LLMUser(User):
 
     def on_start(self) -> None:
         self.ctx = context()
-        api = self.ctx.scenario.api
         self.user_index = self.ctx.next_user_index()
-        self.conn = StreamConnection(
-            self.host or self.ctx.environment.host,
-            connect_timeout_s=api.connect_timeout_s,
-            read_timeout_s=api.read_timeout_s,
-            api_key=self.ctx.api_key,
-        )
+        self.conn = open_connection(self.ctx, self.host)
         self.history: list[dict] = []
         self.turns: list[str] = []
 
