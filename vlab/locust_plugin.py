@@ -251,6 +251,15 @@ def _on_init(environment: Environment, **_kw) -> None:
         sys.exit(exc.exit_code)
     if not environment.host:
         environment.host = scenario.api.host or DEFAULT_HOST
+    if scenario.data.rag is not None and not isinstance(environment.runner, MasterRunner):
+        # Ingesting the corpus and loading the embedding model take seconds: do it before any load clock starts.
+        from vlab.rag_user import open_retriever
+
+        try:
+            open_retriever(scenario.data.rag)
+        except UserError as exc:
+            print(f"vlab: error: {exc}", file=sys.stderr)
+            sys.exit(exc.exit_code)
     CONTEXT = RunContext(scenario=scenario, scenario_path=Path(path), environment=environment)
     if options.run_dir:
         CONTEXT.run_dir = Path(options.run_dir)
@@ -300,10 +309,6 @@ def _prepare_load_process(ctx: RunContext) -> None:
     vocabulary = None
     if scenario.data.dataset is None and scenario.data.rag is None:
         vocabulary = WordVocabulary.calibrate(Tokenizer(host, ctx.server.model, ctx.api_key))
-    if scenario.data.rag is not None:
-        from vlab.rag_user import open_retriever
-
-        open_retriever(scenario.data.rag)  # load the embedding model and collection now, not in the first user
     ctx.factory = PromptFactory(scenario, ctx.server.model, vocabulary, node=ctx.node)
     ctx.factory.check_context(ctx.server.max_model_len)
     if ctx.sink is not None:  # a new test in the same process (web UI): finish the previous sink first
