@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import threading
@@ -96,7 +97,7 @@ def test_streams_vllm_format(tmp_path: Path, endpoint: str) -> None:
     assert sorted(log) == [1, 2]
     assert len(log[1]["token_ns"]) == 12 and log[1]["complete"]
     gaps_ms = [(b - a) / 1e6 for a, b in pairwise(log[1]["token_ns"])]
-    assert all(g > 0.5 for g in gaps_ms)  # paced at 2 ms, not sent in one burst
+    assert statistics.median(gaps_ms) > 1.0  # paced at 2 ms, not sent in one burst (median: the VM is noisy)
 
 
 def test_models_tokenize_health(tmp_path: Path) -> None:

@@ -27,9 +27,9 @@ import pandas as pd
 import pytest
 from browser import CHROME_ARGS, CHROMIUM
 
+from vlab.live import BUCKET_S, CsvTail, RecordTail  # not vlab.webui: importing Locust would patch pytest
 from vlab.paths import REPO_ROOT
 from vlab.records import REQUESTS_CSV, RequestRecord
-from vlab.webui import BUCKET_S, CsvTail, RecordTail
 
 ARTIFACTS = REPO_ROOT / "test-artifacts"
 LOCUSTFILE = str(REPO_ROOT / "locustfiles" / "llm.py")

@@ -114,8 +114,13 @@ def context() -> RunContext:
 
 
 # ------------------------------------------------------------------------------------------------ import-time shape
-def make_shape_class(load: LoadConfig, on_stage: Callable[[int, float], None]) -> type[LoadTestShape]:
-    """A LoadTestShape that walks the scenario's stages; `on_stage(index, target)` runs when a stage begins."""
+def make_shape_class(load: LoadConfig, on_stage: Callable[[int, float, float], None]) -> type[LoadTestShape]:
+    """A LoadTestShape that walks the scenario's stages; `on_stage(index, target, start_s)` runs when a stage
+    begins, with the stage's nominal start (Unix s) on the shape's clock.
+
+    Locust ticks a shape once a second, so a stage change is seen up to 1 s late; levels are stamped at the nominal
+    boundaries all the same (the open-loop schedule then issues at once whatever was already due), so a level's
+    window is exactly its stage's duration."""
 
     class ScenarioShape(LoadTestShape):
         """Runs the scenario's stages in order, then stops the test."""
@@ -124,17 +129,22 @@ def make_shape_class(load: LoadConfig, on_stage: Callable[[int, float], None]) -
             super().__init__()
             self._stage: int | None = None
 
+        def _wall(self, run_time_s: float) -> float:
+            """The Unix time at which the shape's clock read `run_time_s`."""
+            return time.time() - (self.get_run_time() - run_time_s)
+
         def tick(self):
             index = stage_at(load, self.get_run_time())
             if index is None:
                 if CONTEXT is not None:
                     CONTEXT.shape_finished = True
+                    CONTEXT.tracker.close(at=self._wall(load.duration_s))
                 _stop_workers_first(self.runner)
                 return None
             stage = load.stages[index]
             if index != self._stage:
                 self._stage = index
-                on_stage(index, stage.target)
+                on_stage(index, stage.target, self._wall(sum(st.duration for st in load.stages[:index])))
             if load.open_loop:  # slot users: all of them from the start; the schedule sets the pace
                 return load.arrival.max_in_flight, max(load.spawn_rate, float(load.arrival.max_in_flight))
             return stage.users, load.spawn_rate
@@ -173,21 +183,21 @@ def shape_from_argv():
     return make_shape_class(scenario.load, on_stage=_on_stage)
 
 
-def _on_stage(index: int, target: float) -> None:
+def _on_stage(index: int, target: float, start_s: float) -> None:
     ctx = CONTEXT
     if ctx is None:
         return
-    _enter_level(ctx, target, index)
+    _enter_level(ctx, target, index, at=start_s)
 
 
 LEVEL_MESSAGE = "vlab_level"
 
 
-def _enter_level(ctx: RunContext, target: float, index: int | None = None) -> None:
+def _enter_level(ctx: RunContext, target: float, index: int | None = None, at: float | None = None) -> None:
     """Start a level here and, on a master, on every worker (same index and start time everywhere; an open-loop
     worker takes 1/workers of the rate)."""
     current = ctx.tracker.current
-    level = ctx.tracker.enter(target, index)
+    level = ctx.tracker.enter(target, index, at=at)
     if level is current:
         return
     log.info("vlab: level %d: %s", level.index, _level_label(ctx.scenario, target))
