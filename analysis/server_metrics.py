@@ -215,7 +215,9 @@ def summarize_server(run: RunData, table: pd.DataFrame) -> ServerSummary:
     t = f["t_s"].to_numpy(dtype=float)
     req = run.requests
     ok = req["ok"].to_numpy()
-    ttft = np.where(ok, req["ttft_ms"].to_numpy(dtype=float), np.nan)
+    # Every request that got a first token, failed or cut off later or not: the server's TTFT histogram counts
+    # exactly those, so comparing with successful requests only would compare two different populations.
+    ttft = req["ttft_ms"].to_numpy(dtype=float)
     e2e = np.where(ok, req["e2e_ms"].to_numpy(dtype=float), np.nan)
     start = req["t_start_s"].to_numpy(dtype=float)
     first_token = start + ttft / 1000.0
