@@ -16,6 +16,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -31,14 +32,19 @@ from vlab.sweep import run_locust
 METRICS = ("mean_ttft_ms", "mean_tpot_ms", "mean_itl_ms", "output_throughput")
 
 
-def run_vllm_bench(host: str, concurrency: int, prompts: int, input_len: int, output_len: int, out: Path) -> dict:
+def run_vllm_bench(
+    host: str, concurrency: int, prompts: int, input_len: int, output_len: int, out: Path, seed: int
+) -> dict:
+    """One `vllm bench serve` round. Its random dataset is seeded: with the same seed every round (and its warm-up
+    requests) would replay the same prompts and hit the server's prefix cache — TTFT then halves. A fresh seed per
+    round and no warm-ups keep its prompts as unique as the suite's."""
     cmd = [
         str(SERVER_VENV / "bin" / "vllm"), "bench", "serve",
         "--backend", "vllm", "--base-url", host, "--endpoint", "/v1/completions",
         "--model", "smollm2", "--tokenizer", str(MODELS_DIR / "smollm2-135m-instruct"),
         "--dataset-name", "random", "--random-input-len", str(input_len), "--random-output-len", str(output_len),
         "--random-range-ratio", "0", "--ignore-eos", "--num-prompts", str(prompts),
-        "--max-concurrency", str(concurrency), "--request-rate", "inf", "--num-warmups", str(concurrency),
+        "--max-concurrency", str(concurrency), "--request-rate", "inf", "--num-warmups", "0", "--seed", str(seed),
         "--save-result", "--result-dir", str(out.parent), "--result-filename", out.name, "--disable-tqdm",
     ]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
@@ -48,10 +54,20 @@ def run_vllm_bench(host: str, concurrency: int, prompts: int, input_len: int, ou
     return {k: float(result[k]) for k in METRICS}
 
 
-def run_suite(host: str, concurrency: int, duration_s: float, input_len: int, output_len: int, work: Path) -> dict:
+def run_suite(
+    host: str,
+    concurrency: int,
+    duration_s: float,
+    input_len: int,
+    output_len: int,
+    work: Path,
+    metrics_interval_s: float = 0.0,
+) -> dict:
+    """One suite round. The server-metrics sampler is off by default here, as vllm bench does not scrape /metrics:
+    on a 2-core CPU server each scrape takes the API server ~5 ms of CPU that prefill would otherwise use."""
     scenario_path = work / "crosscheck.yaml"
     scenario_path.write_text(
-        f"name: crosscheck\napi: {{endpoint: completions}}\n"
+        f"name: crosscheck\napi: {{endpoint: completions, metrics_interval_s: {metrics_interval_s:g}}}\n"
         f"load: {{users: {concurrency}, duration: {duration_s}s, spawn_rate: 100}}\n"
         f"data: {{prompt_tokens: {input_len}, output_tokens: {output_len}, ignore_eos: true}}\n"
     )
@@ -83,6 +99,9 @@ def main() -> int:
     parser.add_argument("--prompts", type=int, default=40, help="vllm bench prompts per round.")
     parser.add_argument("--input-len", type=int, default=200)
     parser.add_argument("--output-len", type=int, default=128)
+    parser.add_argument(
+        "--metrics-interval", type=float, default=0.0, help="The suite's /metrics sampling interval, s (0 = off)."
+    )
     args = parser.parse_args()
 
     server = None
@@ -98,7 +117,13 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as tmp:
             for r in range(args.rounds):
                 vb = run_vllm_bench(
-                    host, args.concurrency, args.prompts, args.input_len, args.output_len, Path(tmp) / f"vb{r}.json"
+                    host,
+                    args.concurrency,
+                    args.prompts,
+                    args.input_len,
+                    args.output_len,
+                    Path(tmp) / f"vb{r}.json",
+                    seed=1000 + r + int(time.time()) % 100_000,
                 )
                 results["vllm bench"].append(vb)
                 print(f"round {r + 1} vllm bench: {fmt(vb)}", flush=True)
@@ -106,7 +131,15 @@ def main() -> int:
                 duration = args.prompts * args.output_len / vb["output_throughput"]
                 work = Path(tmp) / f"suite{r}"
                 work.mkdir()
-                suite = run_suite(host, args.concurrency, round(duration), args.input_len, args.output_len, work)
+                suite = run_suite(
+                    host,
+                    args.concurrency,
+                    round(duration),
+                    args.input_len,
+                    args.output_len,
+                    work,
+                    args.metrics_interval,
+                )
                 results["suite"].append(suite)
                 print(f"round {r + 1} suite     : {fmt(suite)}", flush=True)
     finally:
