@@ -17,6 +17,7 @@ import itertools
 import logging
 import os
 import shlex
+import signal
 import socket
 import sys
 import time
@@ -273,6 +274,12 @@ def _on_init(environment: Environment, **_kw) -> None:
     CONTEXT = RunContext(scenario=scenario, scenario_path=Path(path), environment=environment)
     if options.run_dir:
         CONTEXT.run_dir = Path(options.run_dir)
+    if not isinstance(environment.runner, WorkerRunner):
+        # Locust 2.47 installs its SIGTERM handler only after a headless shape run has finished, so a SIGTERM during
+        # one killed the process with nothing recorded as interrupted. Until Locust's own handler replaces this one,
+        # SIGTERM stops the runner in order (users stopped, in-flight requests cut off, test_stop fired, records
+        # flushed, run.json marked interrupted); the headless run then ends as after its last stage.
+        gevent.signal_handler(signal.SIGTERM, lambda: gevent.spawn(_terminate, environment))
     if environment.web_ui is not None:
         from vlab.webui import install
 
@@ -439,6 +446,13 @@ def _on_test_stop(environment: Environment, **_kw) -> None:
         write_json_atomic(ctx.run_dir / RUN_JSON, meta)
 
 
+def _terminate(environment: Environment) -> None:
+    print("vlab: SIGTERM: stopping the run; records so far are kept", file=sys.stderr, flush=True)
+    runner = environment.runner
+    if runner is not None and runner.state in (STATE_SPAWNING, STATE_RUNNING):
+        runner.stop()
+
+
 def _stop_workers_first(runner) -> None:
     """On a master, stop the test with a stop message to the workers, so that they flush their last records
     before the master's test_stop. (Locust's headless quit path fires test_stop first and tells workers later.)"""
@@ -448,7 +462,11 @@ def _stop_workers_first(runner) -> None:
 
 @events.quitting.add_listener
 def _on_quitting(environment: Environment, **_kw) -> None:
-    _stop_workers_first(environment.runner)
+    # Ctrl-C / SIGTERM: Locust fires `quitting` before it stops the runner. Stop it here, so that test_stop records
+    # the in-flight requests as cut off and marks run.json interrupted while the sink is still open.
+    runner = environment.runner
+    if runner is not None and not isinstance(runner, WorkerRunner) and runner.state in (STATE_SPAWNING, STATE_RUNNING):
+        runner.stop()
     ctx = CONTEXT
     if ctx is not None and ctx.sink is not None:
         ctx.sink.close()

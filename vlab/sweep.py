@@ -41,6 +41,12 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--run-dir", type=Path, help="Run folder (default: reports/<time>-<scenario name>).")
     parser.add_argument("--processes", type=int, default=0, help="Locust worker processes on this machine.")
     parser.add_argument("--no-report", action="store_true", help="Skip building the HTML report.")
+    parser.add_argument(
+        "--adaptive",
+        action="store_true",
+        help="Find the highest load meeting the scenario's SLOs: double from the first stage, then bisect.",
+    )
+    parser.add_argument("--max-probes", type=int, default=10, help="Adaptive mode: at most this many probe runs.")
     parser.set_defaults(func=_cmd_sweep)
 
 
@@ -48,6 +54,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     scenario = load_scenario(args.scenario)
     run_dir = args.run_dir or new_run_dir(scenario.name)
     run_dir.mkdir(parents=True, exist_ok=True)
+    if args.adaptive:
+        return _adaptive(args, scenario, run_dir)
     code = run_locust(scenario, args.scenario, run_dir, host=args.host, processes=args.processes)
     if not (run_dir / REQUESTS_CSV).exists():
         raise UserError(f"the run recorded nothing (Locust exited with {code}); see {run_dir / 'locust.log'}")
@@ -57,6 +65,28 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         report = build_report([run_dir], run_dir / "index.html")
         print(f"report: {report}")
     return code
+
+
+def _adaptive(args: argparse.Namespace, scenario: Scenario, run_dir: Path) -> int:
+    from vlab.adaptive import adaptive_search
+
+    best, probes = adaptive_search(
+        scenario, run_dir, host=args.host, processes=args.processes, max_probes=args.max_probes
+    )
+    unit = "req/s" if scenario.load.open_loop else "users"
+    if best is None:
+        print(f"adaptive: no probed load met the SLO (lowest tried: {min(p.target for p in probes):g} {unit})")
+    else:
+        print(
+            f"adaptive: highest load meeting the SLO: {best.target:g} {unit}, goodput "
+            f"{best.goodput_req_per_s:.2f} req/s ({best.slo_fraction:.0%} of requests meeting it)"
+        )
+    if probes and not args.no_report:
+        from analysis.report import build_report
+
+        ordered = sorted(probes, key=lambda p: p.target)
+        print(f"report: {build_report([Path(p.run_dir) for p in ordered], run_dir / 'index.html')}")
+    return 0
 
 
 def run_locust(
@@ -95,7 +125,7 @@ def run_locust(
             nonlocal interrupted
             interrupted = True
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(child.pid, signal.SIGINT if signum == signal.SIGINT else signal.SIGTERM)
+                os.killpg(child.pid, signal.SIGTERM)  # SIGINT may be ignored in a child started in the background
 
         previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
