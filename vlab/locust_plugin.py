@@ -13,6 +13,7 @@ Data flows one way: scenario → `RunContext` (prompt factory, level tracker, sc
 
 from __future__ import annotations
 
+import gc
 import itertools
 import logging
 import os
@@ -318,6 +319,17 @@ def _on_test_start(environment: Environment, **_kw) -> None:
         write_levels(ctx.run_dir, ctx.tracker.levels)
 
 
+def _quiet_gc() -> None:
+    """Keep the garbage collector from pausing the hub mid-stream: everything built at start-up is frozen out of
+    its scans, and full collections become rare (streams allocate many short-lived small objects, which young
+    collections handle). VLAB_GC=default keeps Python's defaults, for comparison (bench/client_bench.py)."""
+    if os.environ.get("VLAB_GC") == "default":
+        return
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 1_000)
+
+
 def _prepare_load_process(ctx: RunContext) -> None:
     """Probe the server and build the workload: done once per load-generating process, before its users run."""
     scenario = ctx.scenario
@@ -341,6 +353,7 @@ def _prepare_load_process(ctx: RunContext) -> None:
         ctx.schedule.start()
     ctx.monitor = ClientMonitor(ctx.node, ctx.tracker, ctx.sink.add_monitor)
     ctx.monitor.start()
+    _quiet_gc()
 
 
 def _prepare_run_folder(ctx: RunContext) -> None:
