@@ -1,6 +1,6 @@
 """Retrieve-then-generate load: questions answered from a PDF collection, retrieval timed apart from TTFT/ITL.
 
-    locust -f locustfiles/rag_load.py --scenario scenarios/rag.yaml --headless
+locust -f locustfiles/rag_load.py --scenario scenarios/rag.yaml --headless
 """
 
 from vlab.locust_plugin import shape_from_argv

@@ -229,7 +229,7 @@ class DatasetConfig(StrictModel):
 class RagConfig(StrictModel):
     """Retrieve-then-generate requests (`locustfiles/rag_load.py`): questions answered from retrieved PDF chunks."""
 
-    questions: Path = Field(description="JSONL file, one {\"question\": ...} per line.")
+    questions: Path = Field(description='JSONL file, one {"question": ...} per line.')
     corpus: Path | None = Field(
         default=None, description="PDF file or folder ingested at start when the collection is empty or stale."
     )

@@ -233,7 +233,7 @@ def load_questions(path: Path) -> list[str]:
         raise ConfigError(f"{path}: cannot read questions: {exc}") from None
     questions = [r["question"] for r in rows if isinstance(r, dict) and isinstance(r.get("question"), str)]
     if not questions:
-        raise ConfigError(f"{path}: no {{\"question\": ...}} lines found")
+        raise ConfigError(f'{path}: no {{"question": ...}} lines found')
     return questions
 
 
