@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from server.launcher import serving
 from vlab.metrics import summarize, throughput
 from vlab.paths import MODELS_DIR, SERVER_VENV
 from vlab.records import REQUESTS_CSV, TOKENS_CSV
@@ -104,15 +105,7 @@ def main() -> int:
     )
     args = parser.parse_args()
 
-    server = None
-    host = args.host
-    if host is None:
-        from server.launcher import find_free_port, start_server
-        from server.profile import load_profile
-
-        server = start_server(load_profile("cpu-smollm2"), port=find_free_port())
-        host = server.base_url
-    try:
+    with serving(args.host) as host:
         results: dict[str, list[dict]] = {"vllm bench": [], "suite": []}
         with tempfile.TemporaryDirectory() as tmp:
             for r in range(args.rounds):
@@ -142,9 +135,6 @@ def main() -> int:
                 )
                 results["suite"].append(suite)
                 print(f"round {r + 1} suite     : {fmt(suite)}", flush=True)
-    finally:
-        if server is not None:
-            server.stop()
     print()
     print(f"| metric | vllm bench (median of {args.rounds}) | suite (median) | ratio suite/vllm |")
     print("|---|---|---|---|")

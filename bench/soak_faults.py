@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from server.launcher import serving
 from vlab.faultproxy import Fault, FaultProxy
 from vlab.records import REQUESTS_CSV
 from vlab.scenario import load_scenario
@@ -42,14 +43,11 @@ def main() -> int:
     parser.add_argument("--host", help="A running server (default: start cpu-smollm2 on a free port).")
     args = parser.parse_args()
 
-    server = None
-    host = args.host
-    if host is None:
-        from server.launcher import find_free_port, start_server
-        from server.profile import load_profile
+    with serving(args.host) as host:
+        return _soak(args, host)
 
-        server = start_server(load_profile("cpu-smollm2"), port=find_free_port())
-        host = server.base_url
+
+def _soak(args: argparse.Namespace, host: str) -> int:
     proxy = FaultProxy(host).start()
     stop = threading.Event()
     applied: list[str] = []
@@ -80,8 +78,6 @@ def main() -> int:
     finally:
         stop.set()
         proxy.stop()
-        if server is not None:
-            server.stop()
     completed = int((requests.ok == 1).sum())
     kinds = requests[requests.ok == 0].error_kind.value_counts().to_dict()
     print(f"\nsoak: {elapsed / 60:.1f} min, {len(applied)} fault changes, {len(requests)} requests recorded")

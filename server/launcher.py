@@ -15,7 +15,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 
@@ -202,3 +202,16 @@ def start_server(
         server.stop()
         raise
     return server
+
+
+@contextlib.contextmanager
+def serving(host: str | None, profile: str = "cpu-smollm2", log_path: Path | None = None) -> Iterator[str]:
+    """The base URL of `host` if given, else of a local `profile` server started on a free port for the duration
+    of the block (and stopped by its process group afterwards)."""
+    if host is not None:
+        yield host.rstrip("/")
+        return
+    from server.profile import load_profile
+
+    with start_server(load_profile(profile), port=find_free_port(), log_path=log_path) as server:
+        yield server.base_url

@@ -17,21 +17,11 @@ ARTIFACTS = REPO_ROOT / "test-artifacts"
 @pytest.fixture(scope="session")
 def vllm_base_url() -> Iterator[str]:
     """Base URL (http://127.0.0.1:PORT) of the real local vLLM serving SmolLM2 as `smollm2`."""
-    reuse = os.environ.get("VLAB_TEST_BASE_URL")
-    if reuse:
-        yield reuse.rstrip("/")
-        return
-    from server.launcher import find_free_port, start_server
-    from server.profile import load_profile
+    from server.launcher import serving
 
     ARTIFACTS.mkdir(exist_ok=True)
-    server = start_server(
-        load_profile("cpu-smollm2"), port=find_free_port(), log_path=ARTIFACTS / "vllm-test-server.log"
-    )
-    try:
-        yield server.base_url
-    finally:
-        server.stop()
+    with serving(os.environ.get("VLAB_TEST_BASE_URL"), log_path=ARTIFACTS / "vllm-test-server.log") as url:
+        yield url
 
 
 @pytest.fixture

@@ -99,7 +99,23 @@ def stage_arrivals(arrival: ArrivalConfig, rate: float, duration_s: float, rng: 
     return offsets
 
 
-class ArrivalSchedule:
+class Background:
+    """A loop in its own greenlet: `start()` spawns `_run`, `stop()` kills it."""
+
+    _greenlet: gevent.Greenlet | None = None
+
+    def start(self) -> None:
+        self._greenlet = gevent.spawn(self._run)
+
+    def stop(self) -> None:
+        if self._greenlet is not None:
+            self._greenlet.kill(block=False)
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+
+class ArrivalSchedule(Background):
     """Open-loop tickets for this process. A ticket is the perf_counter instant its request was due."""
 
     def __init__(self, load: LoadConfig, tracker: LevelTracker, share: float = 1.0, seed: str = "") -> None:
@@ -110,14 +126,6 @@ class ArrivalSchedule:
         self.rng = random.Random(f"arrivals:{seed}")
         self.tickets: Queue = Queue()
         self.issued = 0
-        self._greenlet: gevent.Greenlet | None = None
-
-    def start(self) -> None:
-        self._greenlet = gevent.spawn(self._run)
-
-    def stop(self) -> None:
-        if self._greenlet is not None:
-            self._greenlet.kill(block=False)
 
     def _run(self) -> None:
         done: int | None = None

@@ -24,7 +24,7 @@ from collections.abc import Callable
 import gevent
 import psutil
 
-from vlab.load import LevelTracker
+from vlab.load import Background, LevelTracker
 
 MONITOR_CSV = "client_monitor.csv"
 MONITOR_HEADER = "t_s,node,level,cpu,hub_lag_ms\n"
@@ -42,7 +42,7 @@ def is_saturated(cpu: float, hub_lag_ms: float) -> bool:
     return cpu >= CPU_SATURATED or hub_lag_ms >= HUB_LAG_SATURATED_MS
 
 
-class ClientMonitor:
+class ClientMonitor(Background):
     """Samples this process; hands each sample line to `emit` (a sink's `add_monitor`)."""
 
     def __init__(self, node: str, tracker: LevelTracker, emit: Callable[[str], None]) -> None:
@@ -51,14 +51,6 @@ class ClientMonitor:
         self.emit = emit
         self.process = psutil.Process(os.getpid())
         self.warned_levels: set[int] = set()
-        self._greenlet: gevent.Greenlet | None = None
-
-    def start(self) -> None:
-        self._greenlet = gevent.spawn(self._run)
-
-    def stop(self) -> None:
-        if self._greenlet is not None:
-            self._greenlet.kill(block=False)
 
     def _run(self) -> None:
         times = self.process.cpu_times()
