@@ -100,6 +100,10 @@ class FaultProxy:
             if self._server is not None:
                 self._server.close()
             await self._abort_all()
+            pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in pending:  # end the connection handlers cleanly instead of leaving them to be destroyed
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
 
         with contextlib.suppress(Exception):
             asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(5)
