@@ -77,9 +77,11 @@ def test_timings_are_consistent_with_token_rows(chat_run) -> None:
 
 def test_rows_match_locust_counts_and_run_json(chat_run) -> None:
     run_dir, requests, _ = chat_run
+    # Every request Locust counted is on disk; a request completing while Locust stops can reach the records after
+    # Locust's last stats snapshot (at most one per user: 3 here).
     completed = requests[requests.error_kind != "cut_off"]
-    assert len(completed) == locust_count(run_dir, "POST")
-    assert (requests.ok == 1).sum() == locust_count(run_dir, "TTFT")
+    assert locust_count(run_dir, "POST") <= len(completed) <= locust_count(run_dir, "POST") + 3
+    assert locust_count(run_dir, "TTFT") <= (requests.ok == 1).sum() <= locust_count(run_dir, "TTFT") + 3
     meta = read_run_json(run_dir)
     assert meta["status"] == "completed" and meta["records"] == len(requests)
     assert meta["server"]["model"] == "smollm2" and meta["server"]["max_model_len"] == 2048

@@ -45,10 +45,12 @@ def locust_ttft_count(run_dir: Path) -> int:
         return next((int(r["Request Count"]) for r in csv.DictReader(f) if r["Type"] == "TTFT"), 0)
 
 
-def assert_survived(requests: pd.DataFrame, run_dir: Path) -> None:
-    """The run went on to its end, and every request Locust saw complete is on disk."""
+def assert_survived(requests: pd.DataFrame, run_dir: Path, users: int = 2) -> None:
+    """The run went on to its end, and every request Locust saw complete is on disk. (A request that completes
+    while Locust is stopping can reach the records after Locust's last stats snapshot: at most one per user.)"""
     assert read_run_json(run_dir)["status"] == "completed"
-    assert int((requests.ok == 1).sum()) == locust_ttft_count(run_dir)
+    on_disk, seen = int((requests.ok == 1).sum()), locust_ttft_count(run_dir)
+    assert seen <= on_disk <= seen + users
 
 
 @pytest.mark.parametrize(
