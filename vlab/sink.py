@@ -42,6 +42,17 @@ class _Pending:
         """Queue one self-monitoring sample (`vlab.monitor`)."""
         self._monitor_q.append(line)
 
+    interval_s: float
+
+    def flush(self) -> None:
+        raise NotImplementedError
+
+    def _flush_loop(self) -> None:
+        """Runs in the sink's flusher greenlet: hand over what accumulated every `interval_s` seconds."""
+        while True:
+            gevent.sleep(self.interval_s)
+            self.flush()
+
     def _take(self) -> tuple[list[str], list[str], list[str]]:
         taken = self._requests_q, self._tokens_q, self._monitor_q
         self._requests_q, self._tokens_q, self._monitor_q = [], [], []
@@ -93,11 +104,6 @@ class CsvSink(_Pending):
                     self._monitor = self._open(self.run_dir / MONITOR_CSV, MONITOR_HEADER)
                 self._monitor.write("".join(monitor))
                 self._monitor.flush()
-
-    def _flush_loop(self) -> None:
-        while True:
-            gevent.sleep(self.interval_s)
-            self.flush()
 
     def close(self) -> None:
         self._flusher.kill(block=False)
@@ -164,11 +170,6 @@ class MessageSink(_Pending):
         self._seq += 1
         self.runner.send_message(MESSAGE_TYPE, batch)
         self.written += len(requests)
-
-    def _flush_loop(self) -> None:
-        while True:
-            gevent.sleep(self.interval_s)
-            self.flush()
 
     def close(self) -> None:
         self._flusher.kill(block=False)
