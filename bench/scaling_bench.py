@@ -10,35 +10,19 @@ buys when cores are scarce, and the records show nothing was lost on the way to 
 from __future__ import annotations
 
 import argparse
-import os
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pandas as pd
 
+from vlab.fakeserver import fake_sse_server
+
 REPO = Path(__file__).resolve().parent.parent
 
 
-def start_fake_server(folder: Path) -> tuple[subprocess.Popen, int]:
-    ready = folder / "port"
-    server = subprocess.Popen(
-        [sys.executable, str(REPO / "bench" / "fake_sse_server.py"), "--port", "0", "--mode", "bulk",
-         "--tokens", "256", "--no-events", "--ready-file", str(ready)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    deadline = time.time() + 20
-    while not ready.exists() or not ready.read_text().strip():
-        if time.time() > deadline or server.poll() is not None:
-            raise SystemExit("fake server did not start")
-        time.sleep(0.1)
-    return server, int(ready.read_text())
-
-
-def run(port: int, processes: int, users: int, seconds: int, folder: Path) -> dict:
+def run(url: str, processes: int, users: int, seconds: int, folder: Path) -> dict:
     scenario = folder / f"scaling-{processes}.yaml"
     scenario.write_text(
         f"name: scaling\napi: {{model: fake, metrics_interval_s: 0}}\nload: {{users: {users}, duration: {seconds}s}}\n"
@@ -46,7 +30,7 @@ def run(port: int, processes: int, users: int, seconds: int, folder: Path) -> di
     )
     run_dir = folder / f"run-{processes}"
     cmd = [sys.executable, "-m", "locust", "-f", str(REPO / "locustfiles" / "llm.py"), "--scenario", str(scenario),
-           "--headless", "--host", f"http://127.0.0.1:{port}", "--run-dir", str(run_dir), "--only-summary"]  # fmt: skip
+           "--headless", "--host", url, "--run-dir", str(run_dir), "--only-summary"]  # fmt: skip
     if processes > 1:
         cmd += ["--processes", str(processes)]
     subprocess.run(cmd, capture_output=True, timeout=seconds + 120, cwd=REPO)
@@ -70,12 +54,8 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        server, port = start_fake_server(folder)
-        try:
-            results = [run(port, n, args.users, args.seconds, folder) for n in (1, 2)]
-        finally:
-            os.killpg(server.pid, signal.SIGTERM)
-            server.wait(10)
+        with fake_sse_server(folder, "--mode", "bulk", "--tokens", "256", "--no-events") as url:
+            results = [run(url, n, args.users, args.seconds, folder) for n in (1, 2)]
     base = results[0]["tokens_per_s"]
     print("| worker processes | streamed tokens/s | ratio vs 1 | requests | ids unique | nodes |")
     print("|---|---|---|---|---|---|")

@@ -5,50 +5,23 @@ stops it by pid."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import statistics
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from itertools import pairwise
 from pathlib import Path
 
 import pytest
 
-from vlab.paths import REPO_ROOT
+from vlab.fakeserver import fake_sse_server
 from vlab.sse import parse_stream
 from vlab.stream import StreamConnection
 
 
-@contextmanager
-def fake_server(tmp_path: Path, *args: str) -> Iterator[str]:
-    """Start the fake server on a free port; yield its base URL; stop it by its pid."""
-    ready = tmp_path / f"ready-{time.monotonic_ns()}"
-    proc = subprocess.Popen(
-        [sys.executable, str(REPO_ROOT / "bench" / "fake_sse_server.py"), "--port", "0", "--ready-file", str(ready),
-         *args],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
-    )  # fmt: skip
-    try:
-        deadline = time.time() + 15
-        while not (ready.exists() and ready.read_text()):
-            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else "server died"
-            assert time.time() < deadline, "fake server did not start"
-            time.sleep(0.02)
-        time.sleep(0.02)
-        yield f"http://127.0.0.1:{int(ready.read_text())}"
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+def fake_server(tmp_path: Path, *args: str):
+    """Start the fake server on a free port; yield its base URL; stop it by its process group."""
+    return fake_sse_server(tmp_path, *args, timeout_s=15)
 
 
 def _body(chat: bool, max_tokens: int, usage: bool = True) -> bytes:

@@ -3,15 +3,13 @@ this measures the client, and no real server can feed it this fast), it says so 
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
 
+from vlab.fakeserver import fake_sse_server
 from vlab.monitor import MONITOR_CSV, describe, is_saturated
 from vlab.paths import REPO_ROOT
 from vlab.records import REQUESTS_CSV
@@ -24,18 +22,7 @@ def test_thresholds_and_wording() -> None:
 
 
 def test_overloaded_client_is_flagged(tmp_path: Path) -> None:
-    ready = tmp_path / "port"
-    server = subprocess.Popen(
-        [sys.executable, str(REPO_ROOT / "bench" / "fake_sse_server.py"), "--port", "0", "--mode", "bulk",
-         "--tokens", "256", "--no-events", "--ready-file", str(ready)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    try:
-        deadline = time.time() + 20
-        while not ready.exists() or not ready.read_text().strip():
-            assert time.time() < deadline and server.poll() is None, "fake server did not start"
-            time.sleep(0.1)
-        port = int(ready.read_text())
+    with fake_sse_server(tmp_path, "--mode", "bulk", "--tokens", "256", "--no-events") as url:
         scenario = tmp_path / "flood.yaml"
         scenario.write_text(
             "name: flood\napi: {model: fake, metrics_interval_s: 0}\nload: {users: 64, duration: 6s}\n"
@@ -44,13 +31,10 @@ def test_overloaded_client_is_flagged(tmp_path: Path) -> None:
         run_dir = tmp_path / "run"
         proc = subprocess.run(
             [sys.executable, "-m", "locust", "-f", str(REPO_ROOT / "locustfiles" / "llm.py"), "--scenario",
-             str(scenario), "--headless", "--host", f"http://127.0.0.1:{port}", "--run-dir", str(run_dir),
+             str(scenario), "--headless", "--host", url, "--run-dir", str(run_dir),
              "--only-summary"],
             capture_output=True, text=True, timeout=90, cwd=REPO_ROOT,
         )  # fmt: skip
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(10)
     # On a quiet machine the flood takes the client's whole core ("saturated"); on a contended one the client may
     # not even get the core ("starved"): either way the level is flagged, on the terminal and on disk.
     assert "saturated at level 0" in proc.stderr or "starved at level 0" in proc.stderr, proc.stderr[-2000:]
