@@ -11,11 +11,13 @@ fake server (`bench/fake_sse_server.py`) pinned to core 1:
 
 Requests are matched to the server's send log through `usage.prompt_tokens`, which the fake server sets to its
 request id. Client CPU (user+sys seconds per wall second, psutil) and server CPU are measured over the
-steady-state window: [first send + warm-up, last token − 0.5 s]. Each run is one process start to end.
+steady-state window: [first send + warm-up, last token − 0.5 s], ending earlier if the client cut streams off at its
+stop (then 0.25 s before the first cut stream's last event). Each run is one process start to end.
 
     .venv/bin/python bench/client_bench.py            # about 8 minutes
     .venv/bin/python bench/client_bench.py --quick    # about 2 minutes
     .venv/bin/python bench/client_bench.py --clients harness --variants kernel,user --streams 200,500
+    .venv/bin/python bench/client_bench.py --clients suite,suite-inline --modes staggered,lockstep   # A/B
 """
 
 from __future__ import annotations
@@ -127,13 +129,22 @@ def _sample_cpu(procs: list[psutil.Process], samples: list[tuple[float, ...]], p
         time.sleep(0.2)
 
 
+SUITE_VARIANTS: dict[str, dict[str, str]] = {
+    "suite": {},
+    "suite-inline": {"VLAB_FINISH": "inline"},  # streams finished on the user's greenlet (before vlab.finisher)
+    "suite-gcdefault": {"VLAB_GC": "default"},  # Python's default garbage-collector thresholds
+}
+"""The suite as shipped, and A/B variants of it selected by environment variables of the Locust process."""
+
+
 def run_client(
     kind: str, server: FakeServer, streams: int, duration: float, workdir: Path, variant: str, endpoint: str
 ) -> tuple[list[dict], list[tuple[float, ...]]]:
     """Run one client process to completion; its requests as {rid, t_start_s, t_ms, ok} and CPU samples."""
     out = workdir / f"{kind}-{variant}-{streams}-{time.monotonic_ns()}"
     taskset = ["taskset", "-c", str(CLIENT_CPU)]
-    if kind == "suite":
+    env = dict(os.environ, **SUITE_VARIANTS.get(kind, {}))
+    if kind in SUITE_VARIANTS:
         scenario = out.with_suffix(".yaml")
         scenario.write_text(
             f"name: client-bench\napi: {{endpoint: {endpoint}, read_timeout_s: 120}}\n"
@@ -151,7 +162,7 @@ def run_client(
                str(streams), "--duration", str(duration), "--endpoint", endpoint, "--variant", variant, "--out",
                str(out)]  # fmt: skip
     with open(workdir / "clients.log", "a") as log:
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=log, start_new_session=True)
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=log, start_new_session=True, env=env)
     samples: list[tuple[float, ...]] = []
     try:
         _sample_cpu([psutil.Process(proc.pid), psutil.Process(server.proc.pid)], samples, proc)
@@ -162,7 +173,7 @@ def run_client(
             proc.wait()
     if proc.returncode not in (0, 1):
         raise RuntimeError(f"{kind} client exited with {proc.returncode} (see {workdir / 'clients.log'})")
-    return (_read_suite(out) if kind == "suite" else _read_jsonl(out)), samples
+    return (_read_suite(out) if kind in SUITE_VARIANTS else _read_jsonl(out)), samples
 
 
 def _read_jsonl(path: Path) -> list[dict]:
@@ -203,6 +214,16 @@ def analyse(
         return result
     arrivals = np.concatenate([r["t_start_s"] + np.asarray(r["t_ms"]) / 1000.0 for r in requests if r["t_ms"]])
     lo, hi = min(sends) + warmup_s, float(arrivals.max()) - 0.5
+    # The window also ends before the client's own stop: streams still open then are cut (Locust stops its users
+    # one by one and inspects its stack first, ~0.1–0.3 s with the hub held), which is shutdown, not steady state.
+    cut_ends = [
+        r["t_start_s"] + r["t_ms"][-1] / 1000.0
+        for r in requests
+        if r["t_ms"] and not (r["ok"] and len(server_log.get(r["rid"], ())) == len(r["t_ms"]))
+    ]
+    late_cuts = [t for t in cut_ends if t > hi - 2.0]
+    if late_cuts:
+        hi = min(hi, min(late_cuts) - 0.25)
     result.window_s = hi - lo
     result.tokens_per_s = float(((arrivals >= lo) & (arrivals <= hi)).sum()) / result.window_s
     if len(samples) >= 2:
@@ -281,7 +302,9 @@ def _interrupt(signum: int, frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="Shorter runs, 50 and 200 streams only.")
-    parser.add_argument("--clients", default="suite,ref", help="Comma list of suite, ref, harness.")
+    parser.add_argument(
+        "--clients", default="suite,ref", help=f"Comma list of {', '.join(SUITE_VARIANTS)}, ref, harness."
+    )
     parser.add_argument("--variants", default="kernel,user", help="Harness variants (see bench/stream_harness.py).")
     parser.add_argument("--streams", default=None, help="Comma list of stream counts (default 50,200,500).")
     parser.add_argument("--modes", default="bulk,staggered,lockstep")

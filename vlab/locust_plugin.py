@@ -32,6 +32,7 @@ from locust.env import Environment
 from locust.runners import STATE_RUNNING, STATE_SPAWNING, MasterRunner, WorkerRunner
 
 from vlab.errors import UserError
+from vlab.finisher import Finisher
 from vlab.load import ArrivalSchedule, LevelTracker, stage_at
 from vlab.monitor import ClientMonitor
 from vlab.openai_server import ServerInfo, Tokenizer, probe_server
@@ -73,6 +74,8 @@ class RunContext:
     server: ServerInfo | None = None
     factory: PromptFactory | None = None
     sink: CsvSink | MessageSink | None = None
+    finisher: Finisher | None = None
+    """Turns ended streams into records off the read path (load-generating processes only)."""
     receiver: BatchReceiver | None = None
     """On the master: takes the workers' record batches."""
     workers_lost: list[dict] = field(default_factory=list)
@@ -340,8 +343,12 @@ def _prepare_load_process(ctx: RunContext) -> None:
         vocabulary = WordVocabulary.calibrate(Tokenizer(host, ctx.server.model, ctx.api_key))
     ctx.factory = PromptFactory(scenario, ctx.server.model, vocabulary, node=ctx.node)
     ctx.factory.check_context(ctx.server.max_model_len)
-    if ctx.sink is not None:  # a new test in the same process (web UI): finish the previous sink first
+    if ctx.finisher is not None:  # a new test in the same process (web UI): finish the previous one first
+        ctx.finisher.close()
+    if ctx.sink is not None:
         ctx.sink.close()
+    # VLAB_FINISH=inline finishes each stream on its user's greenlet, as before the finisher (client benchmark A/B).
+    ctx.finisher = None if os.environ.get("VLAB_FINISH") == "inline" else Finisher()
     if ctx.is_worker:
         ctx.sink = MessageSink(ctx.environment.runner, ctx.node)
     else:
@@ -423,6 +430,8 @@ def _on_test_stop(environment: Environment, **_kw) -> None:
         ctx.schedule.stop()
     if ctx.monitor is not None:
         ctx.monitor.stop()
+    if ctx.finisher is not None:  # the users are stopped: record every stream that ended or was cut off
+        ctx.finisher.drain()
     if ctx.is_worker and isinstance(ctx.sink, MessageSink):
         ctx.sink.flush(final=True)
     elif ctx.receiver is not None:
@@ -481,6 +490,8 @@ def _on_quitting(environment: Environment, **_kw) -> None:
     if runner is not None and not isinstance(runner, WorkerRunner) and runner.state in (STATE_SPAWNING, STATE_RUNNING):
         runner.stop()
     ctx = CONTEXT
+    if ctx is not None and ctx.finisher is not None:
+        ctx.finisher.close()
     if ctx is not None and ctx.sink is not None:
         ctx.sink.close()
         if not ctx.is_worker and ctx.run_dir is not None:

@@ -1,19 +1,23 @@
 """The Locust user that streams completions and measures every token event.
 
 Each request: take an arrival ticket (open loop only), build the body, send it on the user's own keep-alive
-connection (`vlab.stream`), and after the last byte turn the stamped reads into a `RequestRecord` plus token times
-(`vlab.sse`, `vlab.metrics`). Three Locust request events per request (TTFT, ITL mean, and the request itself as
+connection (`vlab.stream`), and after the last byte hand the stamped reads to the process's finisher
+(`vlab.finisher`), which turns them into a `RequestRecord` plus token times (`vlab.sse`, `vlab.metrics`) between
+other streams' reads. Three Locust request events per request (TTFT, ITL mean, and the request itself as
 E2E) feed Locust's console, web UI and `--csv`; the exact numbers are the run's own CSVs.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
+from dataclasses import dataclass
 
 import gevent
 from gevent import GreenletExit
+from gevent.event import AsyncResult
 from locust import User, constant, task
 
 from vlab.locust_plugin import RunContext, context
@@ -40,6 +44,18 @@ def open_connection(ctx: RunContext, host: str | None) -> StreamConnection:
     )
 
 
+@dataclass(slots=True)
+class Sent:
+    """A request whose stream has ended; the process's finisher turns it into a record (`vlab.finisher`)."""
+
+    raw: RawStream
+    finished: AsyncResult
+
+    def result(self) -> StreamResult:
+        """What the stream contained: waits until the finisher has parsed and recorded it."""
+        return self.finished.get()
+
+
 def measure(
     ctx: RunContext,
     conn: StreamConnection,
@@ -49,21 +65,48 @@ def measure(
     queue_wait_ms: float = 0.0,
     retrieval_ms: float = math.nan,
     want_text: bool = False,
-) -> StreamResult:
-    """Send one request, record it (sink + Locust events), and return what the stream contained."""
+) -> Sent:
+    """Send one request and read its stream on this greenlet; hand the rest (parse, record, sink, Locust events)
+    to the finisher, so that the next request can go at once and no burst of parsing delays other streams' reads."""
     level = ctx.tracker.current
     raw = RawStream()
-    cut_off = False
     client_error = ""
+    finish = functools.partial(
+        _finish, ctx, raw, prepared, user_index, level, queue_wait_ms, retrieval_ms, want_text=want_text
+    )
     try:
         conn.post(ctx.scenario.api.path, prepared.body, raw)
     except GreenletExit:
-        cut_off = True  # the run stopped while this request was in flight: record it as such, then stop
+        # The run stopped while this request was in flight: on disk as cut_off (not a server failure, so Locust's
+        # stats and exit code do not count it), then the user stops.
         conn.close()
+        finish(cut_off=True)
+        raise
     except Exception as exc:  # a bug in the client: recorded and logged, never lost or hidden
         conn.close()
         client_error = f"{type(exc).__name__}: {exc}"
         log.exception("vlab: client error")
+    if ctx.finisher is None:
+        done = AsyncResult()
+        done.set(finish(client_error=client_error))
+        return Sent(raw, done)
+    return Sent(raw, ctx.finisher.submit(functools.partial(finish, client_error=client_error)))
+
+
+def _finish(
+    ctx: RunContext,
+    raw: RawStream,
+    prepared: PreparedRequest,
+    user_index: int,
+    level,
+    queue_wait_ms: float,
+    retrieval_ms: float,
+    *,
+    want_text: bool,
+    client_error: str = "",
+    cut_off: bool = False,
+) -> StreamResult:
+    """Parse an ended stream, record it (sink), and report it to Locust (unless the run cut it off)."""
     try:
         result = parse_stream(raw, want_text=want_text)
     except Exception as exc:
@@ -77,9 +120,8 @@ def measure(
     record, token_times = to_record(ctx, raw, result, prepared, user_index, level, queue_wait_ms, retrieval_ms)
     if ctx.sink is not None:
         ctx.sink.add(record, token_times)
-    if cut_off:  # on disk as cut_off; not a server failure, so Locust's stats (and exit code) do not count it
-        raise GreenletExit
-    _fire_locust_events(ctx, record)
+    if not cut_off:
+        _fire_locust_events(ctx, record)
     return result
 
 
@@ -187,13 +229,13 @@ class LLMUser(User):
         if dataset is not None and dataset.multi_turn:
             self._next_turn(queue_wait_ms)
             return
-        result = measure(ctx, self.conn, ctx.factory.next_request(), self.user_index, queue_wait_ms=queue_wait_ms)
-        self._back_off_if_unreachable(result)
+        sent = measure(ctx, self.conn, ctx.factory.next_request(), self.user_index, queue_wait_ms=queue_wait_ms)
+        self._back_off_if_unreachable(sent.raw)
 
-    def _back_off_if_unreachable(self, result: StreamResult) -> None:
+    def _back_off_if_unreachable(self, raw: RawStream) -> None:
         """A closed-loop user facing a server that refuses connections waits CONNECT_BACKOFF_S before trying again,
         instead of recording thousands of identical failures per second. (Open-loop arrivals keep their schedule.)"""
-        if result.error_kind == ErrorKind.CONNECT and self.ctx.schedule is None:
+        if raw.error_kind == ErrorKind.CONNECT and self.ctx.schedule is None:
             gevent.sleep(CONNECT_BACKOFF_S)
 
     def _next_turn(self, queue_wait_ms: float) -> None:
@@ -205,8 +247,9 @@ class LLMUser(User):
         prompt = self.turns.pop(0)
         max_tokens = factory.draw_max_tokens()
         prepared = factory.build(prompt, max_tokens, history=self.history)
-        result = measure(self.ctx, self.conn, prepared, self.user_index, queue_wait_ms=queue_wait_ms, want_text=True)
-        self._back_off_if_unreachable(result)
+        sent = measure(self.ctx, self.conn, prepared, self.user_index, queue_wait_ms=queue_wait_ms, want_text=True)
+        self._back_off_if_unreachable(sent.raw)
+        result = sent.result()
         if result.ok:
             self.history = [*prepared.messages, {"role": "assistant", "content": result.text}]
         else:
