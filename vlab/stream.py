@@ -3,7 +3,7 @@
 Why not Locust's FastHttpUser or requests: their line readers buffer (geventhttpclient's `iter_lines` waits for
 1 KiB, so TTFT was 62 ms when the truth was 1 ms) or cost more CPU per token (see docs/performance.md). Here the
 loop is `recv` → stamp → append; de-chunking, SSE splitting and JSON decoding happen after the last byte
-(`vlab.sse.parse_stream`), where they cannot delay a stamp.
+(`vlab.sse.parse_stream`, run by `vlab.finisher` between other streams' reads), where they cannot delay a stamp.
 
 Stamps are `time.perf_counter()` seconds taken right after `recv` returns, or, with `kernel_timestamps`, the
 kernel's receive time of the data (SO_TIMESTAMPNS via `recvmsg`, mapped onto perf_counter), which does not depend on
