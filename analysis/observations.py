@@ -2,7 +2,8 @@
 
 Rules (levels in order; "first"/"last" = lowest/highest level with measured requests):
 
-1. status: the run was interrupted or is still running → the last level may be partial.
+1. status: the run was interrupted or is still running → the last level may be partial; a run streamed through a
+   comparison client (run.json `client`, e.g. the openai SDK user) says so.
 2. latency growth: TTFT p50 and pooled ITL p50 ratios last/first. TTFT ratio > 2 × ITL ratio → "prefill queueing
    dominates"; ITL ratio > 2 × TTFT ratio → "decode slows down as batches grow"; else both grow alike.
 3. throughput scaling: output tok/s ratio first → knee and knee → last ("the server is saturated"); without a knee,
@@ -46,8 +47,8 @@ def observe(summary: RunSummary) -> list[str]:
     """All observations that apply, most important first."""
     out: list[str] = []
     rules = (
-        _status, _client_health, _latency_growth, _throughput_scaling, _server_metrics, _slo, _errors, _tokens,
-        _open_loop, _retrieval,
+        _status, _client_path, _client_health, _latency_growth, _throughput_scaling, _server_metrics, _slo, _errors,
+        _tokens, _open_loop, _retrieval,
     )  # fmt: skip
     for rule in (*rules, _samples):
         out.extend(rule(summary))
@@ -188,6 +189,18 @@ def _open_loop(s: RunSummary) -> list[str]:
                 "free slot before being sent."
             )
     return notes
+
+
+def _client_path(s: RunSummary) -> list[str]:
+    """A run that streamed through a comparison client (e.g. the openai SDK user) says so first."""
+    client = s.run.meta.get("client") or "suite"
+    if client == "suite":
+        return []
+    return [
+        f"This run streamed through '{client}', not the suite's streaming client: its token times include that "
+        "client's own per-chunk work and queueing, so compare it with a suite run rather than read it as the server's "
+        "latency (docs/performance.md)."
+    ]
 
 
 def _client_health(s: RunSummary) -> list[str]:

@@ -129,12 +129,14 @@ def _sample_cpu(procs: list[psutil.Process], samples: list[tuple[float, ...]], p
         time.sleep(0.2)
 
 
-SUITE_VARIANTS: dict[str, dict[str, str]] = {
-    "suite": {},
-    "suite-inline": {"VLAB_FINISH": "inline"},  # streams finished on the user's greenlet (before vlab.finisher)
-    "suite-gcdefault": {"VLAB_GC": "default"},  # Python's default garbage-collector thresholds
+SUITE_VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
+    "suite": ("llm.py", {}),
+    "suite-inline": ("llm.py", {"VLAB_FINISH": "inline"}),  # streams finished on the user's greenlet (pre-finisher)
+    "suite-gcdefault": ("llm.py", {"VLAB_GC": "default"}),  # Python's default garbage-collector thresholds
+    "sdk": ("openai_sdk.py", {}),  # the optional openai-SDK user (a comparison path)
 }
-"""The suite as shipped, and A/B variants of it selected by environment variables of the Locust process."""
+"""Locust clients: the suite as shipped, A/B variants selected by environment variables, and the SDK user; each as
+(locustfile in locustfiles/, extra environment)."""
 
 
 def run_client(
@@ -143,7 +145,8 @@ def run_client(
     """Run one client process to completion; its requests as {rid, t_start_s, t_ms, ok} and CPU samples."""
     out = workdir / f"{kind}-{variant}-{streams}-{time.monotonic_ns()}"
     taskset = ["taskset", "-c", str(CLIENT_CPU)]
-    env = dict(os.environ, **SUITE_VARIANTS.get(kind, {}))
+    locustfile, extra_env = SUITE_VARIANTS.get(kind, ("", {}))
+    env = dict(os.environ, **extra_env)
     if kind in SUITE_VARIANTS:
         scenario = out.with_suffix(".yaml")
         scenario.write_text(
@@ -151,7 +154,7 @@ def run_client(
             f"load: {{users: {streams}, duration: {duration}s, spawn_rate: {streams}}}\n"
             f"data: {{prompt_tokens: 16, output_tokens: 256, ignore_eos: true}}\n"
         )
-        cmd = [*taskset, str(REPO / ".venv/bin/locust"), "-f", str(REPO / "locustfiles/llm.py"), "--scenario",
+        cmd = [*taskset, str(REPO / ".venv/bin/locust"), "-f", str(REPO / "locustfiles" / locustfile), "--scenario",
                str(scenario), "--host", server.url, "--headless", "--run-dir", str(out), "--only-summary",
                "--loglevel", "WARNING"]  # fmt: skip
     elif kind == "ref":

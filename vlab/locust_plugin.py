@@ -372,6 +372,10 @@ def _prepare_run_folder(ctx: RunContext) -> None:
             ctx.sink = CsvSink(ctx.run_dir)
         ctx.receiver = BatchReceiver(ctx.sink)
     meta = base_metadata(ctx.scenario.model_dump(mode="json"), ctx.environment.host or DEFAULT_HOST)
+    user_classes = ctx.environment.user_classes or []
+    meta["client"] = ",".join(sorted({getattr(cls, "client_label", cls.__name__) for cls in user_classes}))
+    for warning in sorted({getattr(cls, "client_warning", "") for cls in user_classes} - {""}):
+        log.warning("vlab: %s", warning)
     meta["scenario_path"] = str(ctx.scenario_path)
     meta["command"] = shlex.join(sys.argv)
     if ctx.server is not None:

@@ -77,9 +77,7 @@ def measure(
     try:
         conn.post(ctx.scenario.api.path, prepared.body, raw)
     except GreenletExit:
-        # The run stopped while this request was in flight: on disk as cut_off (not a server failure, so Locust's
-        # stats and exit code do not count it), then the user stops.
-        conn.close()
+        conn.close()  # the run stopped while this request was in flight: record it as cut off, then stop
         finish(cut_off=True)
         raise
     except Exception as exc:  # a bug in the client: recorded and logged, never lost or hidden
@@ -115,6 +113,23 @@ def _finish(
         result = StreamResult(status=raw.status)
     if client_error:
         result.error_kind, result.error = ErrorKind.CLIENT, client_error
+    return record_result(ctx, raw, result, prepared, user_index, level, queue_wait_ms, retrieval_ms, cut_off=cut_off)
+
+
+def record_result(
+    ctx: RunContext,
+    raw: RawStream,
+    result: StreamResult,
+    prepared: PreparedRequest,
+    user_index: int,
+    level,
+    queue_wait_ms: float,
+    retrieval_ms: float = math.nan,
+    *,
+    cut_off: bool = False,
+) -> StreamResult:
+    """Record what a stream contained (sink) and report it to Locust, unless the run cut it off (then it is on
+    disk as cut_off, and Locust's stats and exit code do not count it)."""
     if cut_off:
         result.error_kind, result.error = ErrorKind.CUT_OFF, "in flight when the run stopped"
     record, token_times = to_record(ctx, raw, result, prepared, user_index, level, queue_wait_ms, retrieval_ms)
@@ -204,6 +219,10 @@ class LLMUser(User):
     for an arrival ticket)."""
 
     wait_time = constant(0)
+    client_label = "suite"
+    """What streams and stamps the tokens (run.json `client`); anything but "suite" is a comparison path."""
+    client_warning = ""
+    """Said on the terminal and in the report when a run uses this class."""
 
     def on_start(self) -> None:
         self.ctx = context()
@@ -229,8 +248,12 @@ class LLMUser(User):
         if dataset is not None and dataset.multi_turn:
             self._next_turn(queue_wait_ms)
             return
-        sent = measure(ctx, self.conn, ctx.factory.next_request(), self.user_index, queue_wait_ms=queue_wait_ms)
+        sent = self.send(ctx.factory.next_request(), queue_wait_ms)
         self._back_off_if_unreachable(sent.raw)
+
+    def send(self, prepared: PreparedRequest, queue_wait_ms: float, want_text: bool = False) -> Sent:
+        """Send one request and have it recorded (`measure`)."""
+        return measure(self.ctx, self.conn, prepared, self.user_index, queue_wait_ms=queue_wait_ms, want_text=want_text)
 
     def _back_off_if_unreachable(self, raw: RawStream) -> None:
         """A closed-loop user facing a server that refuses connections waits CONNECT_BACKOFF_S before trying again,
@@ -247,7 +270,7 @@ class LLMUser(User):
         prompt = self.turns.pop(0)
         max_tokens = factory.draw_max_tokens()
         prepared = factory.build(prompt, max_tokens, history=self.history)
-        sent = measure(self.ctx, self.conn, prepared, self.user_index, queue_wait_ms=queue_wait_ms, want_text=True)
+        sent = self.send(prepared, queue_wait_ms, want_text=True)
         self._back_off_if_unreachable(sent.raw)
         result = sent.result()
         if result.ok:
