@@ -24,7 +24,7 @@ from gevent.event import AsyncResult
 from vlab.records import ErrorKind
 from vlab.sse import StreamResult
 from vlab.stream import RawStream
-from vlab.user import LLMUser, Sent, record_result
+from vlab.user import LLMUser, Request, Sent, record_result
 from vlab.workload import PreparedRequest
 
 
@@ -47,14 +47,14 @@ class OpenAISDKUser(LLMUser):
 
     def send(self, prepared: PreparedRequest, queue_wait_ms: float, want_text: bool = False) -> Sent:
         ctx = self.ctx
-        level = ctx.tracker.current
+        request = Request(prepared, self.user_index, ctx.tracker.current, queue_wait_ms)
         raw = RawStream()
         result = StreamResult(status=0)
         texts: list[str] = []
         try:
             _stream(self.client, ctx.scenario.api.endpoint, prepared, raw, result, texts)
         except GreenletExit:
-            record_result(ctx, raw, result, prepared, self.user_index, level, queue_wait_ms, cut_off=True)
+            record_result(ctx, raw, result, request, cut_off=True)
             raise
         except Exception as exc:
             result.error_kind, result.error = _classify(exc, got_data=result.first_choice_stamp is not None)
@@ -64,7 +64,7 @@ class OpenAISDKUser(LLMUser):
         if want_text:
             result.text = "".join(texts)
         done = AsyncResult()
-        done.set(record_result(ctx, raw, result, prepared, self.user_index, level, queue_wait_ms))
+        done.set(record_result(ctx, raw, result, request))
         return Sent(raw, done)
 
 

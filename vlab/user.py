@@ -20,6 +20,7 @@ from gevent import GreenletExit
 from gevent.event import AsyncResult
 from locust import User, constant, task
 
+from vlab.load import Level
 from vlab.locust_plugin import RunContext, context
 from vlab.metrics import RequestTiming
 from vlab.records import ErrorKind, RequestRecord
@@ -42,6 +43,18 @@ def open_connection(ctx: RunContext, host: str | None) -> StreamConnection:
         read_timeout_s=api.read_timeout_s,
         api_key=ctx.api_key,
     )
+
+
+@dataclass(slots=True)
+class Request:
+    """What a request was sent with: everything its record needs besides the stream itself."""
+
+    prepared: PreparedRequest
+    user_index: int
+    level: Level | None
+    """The load level in force at the send."""
+    queue_wait_ms: float = 0.0
+    retrieval_ms: float = math.nan
 
 
 @dataclass(slots=True)
@@ -68,12 +81,10 @@ def measure(
 ) -> Sent:
     """Send one request and read its stream on this greenlet; hand the rest (parse, record, sink, Locust events)
     to the finisher, so that the next request can go at once and no burst of parsing delays other streams' reads."""
-    level = ctx.tracker.current
+    request = Request(prepared, user_index, ctx.tracker.current, queue_wait_ms, retrieval_ms)
     raw = RawStream()
     client_error = ""
-    finish = functools.partial(
-        _finish, ctx, raw, prepared, user_index, level, queue_wait_ms, retrieval_ms, want_text=want_text
-    )
+    finish = functools.partial(_finish, ctx, raw, request, want_text=want_text)
     try:
         conn.post(ctx.scenario.api.path, prepared.body, raw)
     except GreenletExit:
@@ -94,11 +105,7 @@ def measure(
 def _finish(
     ctx: RunContext,
     raw: RawStream,
-    prepared: PreparedRequest,
-    user_index: int,
-    level,
-    queue_wait_ms: float,
-    retrieval_ms: float,
+    request: Request,
     *,
     want_text: bool,
     client_error: str = "",
@@ -113,26 +120,17 @@ def _finish(
         result = StreamResult(status=raw.status)
     if client_error:
         result.error_kind, result.error = ErrorKind.CLIENT, client_error
-    return record_result(ctx, raw, result, prepared, user_index, level, queue_wait_ms, retrieval_ms, cut_off=cut_off)
+    return record_result(ctx, raw, result, request, cut_off=cut_off)
 
 
 def record_result(
-    ctx: RunContext,
-    raw: RawStream,
-    result: StreamResult,
-    prepared: PreparedRequest,
-    user_index: int,
-    level,
-    queue_wait_ms: float,
-    retrieval_ms: float = math.nan,
-    *,
-    cut_off: bool = False,
+    ctx: RunContext, raw: RawStream, result: StreamResult, request: Request, *, cut_off: bool = False
 ) -> StreamResult:
     """Record what a stream contained (sink) and report it to Locust, unless the run cut it off (then it is on
     disk as cut_off, and Locust's stats and exit code do not count it)."""
     if cut_off:
         result.error_kind, result.error = ErrorKind.CUT_OFF, "in flight when the run stopped"
-    record, token_times = to_record(ctx, raw, result, prepared, user_index, level, queue_wait_ms, retrieval_ms)
+    record, token_times = to_record(ctx, raw, result, request)
     if ctx.sink is not None:
         ctx.sink.add(record, token_times)
     if not cut_off:
@@ -141,15 +139,10 @@ def record_result(
 
 
 def to_record(
-    ctx: RunContext,
-    raw: RawStream,
-    result: StreamResult,
-    prepared: PreparedRequest,
-    user_index: int,
-    level,
-    queue_wait_ms: float,
-    retrieval_ms: float,
+    ctx: RunContext, raw: RawStream, result: StreamResult, request: Request
 ) -> tuple[RequestRecord, tuple[float, ...]]:
+    """The record and token times (ms since send) of one ended stream; `result` decides ok and the error kind."""
+    prepared, level = request.prepared, request.level
     timing = None
     if result.first_choice_stamp is not None:
         timing = RequestTiming.from_stamps(raw.t_send, result.first_choice_stamp, result.token_stamps)
@@ -163,11 +156,11 @@ def to_record(
         request_id=ctx.next_request_id(),
         level=level.index if level else -1,
         level_target=level.target if level else math.nan,
-        user=user_index,
+        user=request.user_index,
         node=ctx.node,
         endpoint=ctx.scenario.api.endpoint,
         t_start_s=raw.t_send_wall or time.time(),
-        queue_wait_ms=queue_wait_ms,
+        queue_wait_ms=request.queue_wait_ms,
         ttft_ms=timing.ttft_ms if timing else math.nan,
         e2e_ms=timing.e2e_ms if timing else math.nan,
         itl_mean_ms=timing.itl_mean_ms if timing else math.nan,
@@ -184,7 +177,7 @@ def to_record(
         error_kind="" if ok else error_kind,
         error="" if ok else error[:300],
         prefix_id=prepared.prefix_id,
-        retrieval_ms=retrieval_ms,
+        retrieval_ms=request.retrieval_ms,
     )
     return record, timing.token_times_ms if timing else ()
 
