@@ -94,20 +94,22 @@ def parse_stream(raw: RawStream, *, want_text: bool = False) -> StreamResult:
         return result
     payload, ends = dechunk(raw)
     stamps = raw.stamps
+    last_read = len(stamps) - 1
     texts: list[str] = []
     malformed = ""
-    pos = 0
-    n = len(payload)
-    while pos < n:
-        sep = payload.find(b"\n\n", pos)
-        if sep < 0:
-            if payload[pos:].strip():
-                malformed = malformed or "stream ended inside an event"
-            break
-        event = payload[pos:sep]
-        stamp = stamps[min(bisect.bisect_right(ends, sep + 1), len(stamps) - 1)] if stamps else 0.0
-        pos = sep + 2
-        for line in event.split(b"\n"):
+    events = payload.split(b"\n\n")
+    if events[-1].strip():
+        malformed = "stream ended inside an event"
+    end = 0  # payload offset just past the current event's blank line
+    read = 0  # index of the read holding that event's last byte (ends[read] >= end)
+    for event in events[:-1]:
+        end += len(event) + 2
+        while read < last_read and ends[read] < end:
+            read += 1
+        stamp = stamps[read] if stamps else 0.0
+        # vLLM's form, one data line per event, skips the split
+        lines = (event,) if event.startswith(b"data:") and b"\n" not in event else event.split(b"\n")
+        for line in lines:
             if not line.startswith(b"data:"):
                 continue  # comments (":"), event names and ids carry nothing we measure
             data = line[5:].strip()
