@@ -119,7 +119,9 @@ def test_lockstep_ticks_together(tmp_path: Path) -> None:
     gaps = _stamp_gaps_ms(_send_times(tmp_path, "lockstep"))
     # Sent on a shared tick: consecutive send stamps are either in the same tick (µs apart) or a tick apart.
     assert all(g < 3.0 or g > 40.0 for g in gaps), gaps
-    assert sum(g > 40.0 for g in gaps) >= 6  # ≥ 7 ticks for 6 tokens per stream, whatever the start offsets
+    # 6 tokens per stream: ≥ 6 ticks (7 or more when the streams' starts fall in different ticks, which a busy machine
+    # can fold into one: the threads' start offsets are only 13–38 ms apart).
+    assert sum(g > 40.0 for g in gaps) >= 5
 
 
 def test_staggered_keeps_own_timers(tmp_path: Path) -> None:
