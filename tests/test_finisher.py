@@ -87,3 +87,7 @@ def test_back_pressure_and_errors(monkeypatch: pytest.MonkeyPatch) -> None:
         outcome.get(timeout=1)
     assert sorted(done) == [0, 1, 2, 3, 4]
     fin.close()
+
+    inline = Finisher(deferred=False)  # VLAB_FINISH=inline: every job at once, on the submitting greenlet
+    assert inline.submit(_busy(0.0, done, 5)).ready() and done[-1] == 5 and inline.inline == 1
+    inline.close()

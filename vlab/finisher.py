@@ -10,7 +10,9 @@ So a user hands its ended stream over (`submit`) and sends its next request at o
 works the queue off in slices of at most `SLICE_S` of CPU; between slices it waits on a low-priority timer, which
 libev runs only after every socket that became readable meanwhile has been served. Reads therefore never wait
 behind more than one slice. If the queue grows past `MAX_BACKLOG` (the process cannot keep up: its self-monitoring
-says so) jobs run on the submitting greenlet again, which bounds memory and slows a closed loop down.
+says so) jobs run on the submitting greenlet again, which bounds memory and slows a closed loop down. A finisher made
+with `deferred=False` always does that: each stream is finished on its user's greenlet, as before this module
+(`VLAB_FINISH=inline`, for the client benchmark's A/B).
 
 `drain` runs whatever is still queued; the plugin calls it at test stop, before the sinks' last flush, so no record
 is ever lost to the deferral.
@@ -42,13 +44,14 @@ MAX_BACKLOG = 1024
 class Finisher:
     """A queue of jobs run off the read path; each job's outcome in the `AsyncResult` that `submit` returns."""
 
-    def __init__(self, slice_s: float = SLICE_S) -> None:
+    def __init__(self, slice_s: float = SLICE_S, deferred: bool = True) -> None:
         self.slice_s = slice_s
+        self.deferred = deferred
         self._jobs: deque[tuple[Callable[[], Any], AsyncResult]] = deque()
         self._wake = Event()
         self._hub = gevent.get_hub()
         self.inline = 0
-        """Jobs run on the submitting greenlet because of back-pressure."""
+        """Jobs run on the submitting greenlet (back-pressure, or not `deferred`)."""
         self._greenlet = gevent.spawn(self._run)
 
     @property
@@ -58,7 +61,7 @@ class Finisher:
     def submit(self, job: Callable[[], Any]) -> AsyncResult:
         """Queue `job`; its return value (or exception) arrives in the returned AsyncResult."""
         outcome = AsyncResult()
-        if len(self._jobs) >= MAX_BACKLOG:
+        if not self.deferred or len(self._jobs) >= MAX_BACKLOG:
             self.inline += 1
             _run_job(job, outcome)
         else:

@@ -341,14 +341,14 @@ def _prepare_load_process(ctx: RunContext) -> None:
     vocabulary = None
     if scenario.data.dataset is None and scenario.data.rag is None:
         vocabulary = WordVocabulary.calibrate(Tokenizer(host, ctx.server.model, ctx.api_key))
-    ctx.factory = PromptFactory(scenario, ctx.server.model, vocabulary, node=ctx.node)
-    ctx.factory.check_context(ctx.server.max_model_len)
     if ctx.finisher is not None:  # a new test in the same process (web UI): finish the previous one first
         ctx.finisher.close()
+    # Made before the factory: users run only once there is a factory, and then always find a finisher.
+    ctx.finisher = Finisher(deferred=os.environ.get("VLAB_FINISH") != "inline")  # inline: client benchmark A/B
+    ctx.factory = PromptFactory(scenario, ctx.server.model, vocabulary, node=ctx.node)
+    ctx.factory.check_context(ctx.server.max_model_len)
     if ctx.sink is not None:
         ctx.sink.close()
-    # VLAB_FINISH=inline finishes each stream on its user's greenlet, as before the finisher (client benchmark A/B).
-    ctx.finisher = None if os.environ.get("VLAB_FINISH") == "inline" else Finisher()
     if ctx.is_worker:
         ctx.sink = MessageSink(ctx.environment.runner, ctx.node)
     else:

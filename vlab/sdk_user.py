@@ -14,12 +14,12 @@ a choice except chat's role-only first chunk is a token event; usage comes from 
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from typing import Any
 
 from gevent import GreenletExit
-from gevent.event import AsyncResult
 
 from vlab.records import ErrorKind
 from vlab.sse import StreamResult
@@ -63,9 +63,7 @@ class OpenAISDKUser(LLMUser):
         raw.status = result.status
         if want_text:
             result.text = "".join(texts)
-        done = AsyncResult()
-        done.set(record_result(ctx, raw, result, request))
-        return Sent(raw, done)
+        return Sent(raw, ctx.finisher.submit(functools.partial(record_result, ctx, raw, result, request)))
 
 
 def _make_client(host: str, ctx) -> Any:

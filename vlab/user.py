@@ -95,10 +95,6 @@ def measure(
         conn.close()
         client_error = f"{type(exc).__name__}: {exc}"
         log.exception("vlab: client error")
-    if ctx.finisher is None:
-        done = AsyncResult()
-        done.set(finish(client_error=client_error))
-        return Sent(raw, done)
     return Sent(raw, ctx.finisher.submit(functools.partial(finish, client_error=client_error)))
 
 
