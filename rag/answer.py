@@ -24,13 +24,14 @@ def api_base(host: str) -> str:
     return host if host.endswith("/v1") else f"{host}/v1"
 
 
-def make_client(host: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> Any:
-    """An `openai.OpenAI` client for `host`, without retries (a dead server should fail at once)."""
+def make_client(host: str, timeout_s: Any = DEFAULT_TIMEOUT_S, api_key: str | None = None) -> Any:
+    """An `openai.OpenAI` client for `host`, without retries (a dead server should fail at once). `timeout_s`:
+    seconds, or an `openai.Timeout`; `api_key` defaults to $OPENAI_API_KEY, then "EMPTY"."""
     import openai
 
     return openai.OpenAI(
         base_url=api_base(host),
-        api_key=os.environ.get("OPENAI_API_KEY", "EMPTY"),
+        api_key=api_key if api_key is not None else os.environ.get("OPENAI_API_KEY", "EMPTY"),
         timeout=timeout_s,
         max_retries=0,
     )

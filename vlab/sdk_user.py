@@ -40,7 +40,16 @@ class OpenAISDKUser(LLMUser):
 
     def on_start(self) -> None:
         super().on_start()  # its StreamConnection never connects: the SDK keeps its own connection pool
-        self.client = _make_client(self.host or self.ctx.environment.host, self.ctx)
+        import openai
+
+        from rag.answer import make_client
+
+        api = self.ctx.scenario.api
+        self.client = make_client(
+            self.host or self.ctx.environment.host,
+            openai.Timeout(api.read_timeout_s, connect=api.connect_timeout_s),
+            api_key=self.ctx.api_key or "EMPTY",
+        )
 
     def on_stop(self) -> None:
         self.client.close()
@@ -64,20 +73,6 @@ class OpenAISDKUser(LLMUser):
         if want_text:
             result.text = "".join(texts)
         return Sent(raw, ctx.finisher.submit(functools.partial(record_result, ctx, raw, result, request)))
-
-
-def _make_client(host: str, ctx) -> Any:
-    import openai
-
-    from rag.answer import api_base
-
-    api = ctx.scenario.api
-    return openai.OpenAI(
-        base_url=api_base(host),
-        api_key=ctx.api_key or "EMPTY",
-        timeout=openai.Timeout(api.read_timeout_s, connect=api.connect_timeout_s),
-        max_retries=0,
-    )
 
 
 def _stream(
