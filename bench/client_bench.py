@@ -204,6 +204,12 @@ def _read_suite(run_dir: Path) -> list[dict]:
 
 
 # ---------------------------------------------------------------------------------------------------------- analysis
+def _matched(request: dict, server_log: dict[int, list[int]]) -> bool:
+    """The client completed this request and saw every event the server sent for it."""
+    sent = server_log.get(request["rid"])
+    return bool(request["ok"]) and sent is not None and len(sent) == len(request["t_ms"])
+
+
 def analyse(
     result: RunResult,
     requests: list[dict],
@@ -219,11 +225,7 @@ def analyse(
     lo, hi = min(sends) + warmup_s, float(arrivals.max()) - 0.5
     # The window also ends before the client's own stop: streams still open then are cut (Locust stops its users
     # one by one and inspects its stack first, ~0.1–0.3 s with the hub held), which is shutdown, not steady state.
-    cut_ends = [
-        r["t_start_s"] + r["t_ms"][-1] / 1000.0
-        for r in requests
-        if r["t_ms"] and not (r["ok"] and len(server_log.get(r["rid"], ())) == len(r["t_ms"]))
-    ]
+    cut_ends = [r["t_start_s"] + r["t_ms"][-1] / 1000.0 for r in requests if r["t_ms"] and not _matched(r, server_log)]
     late_cuts = [t for t in cut_ends if t > hi - 2.0]
     if late_cuts:
         hi = min(hi, min(late_cuts) - 0.25)
@@ -241,10 +243,10 @@ def analyse(
         result.cpu_us_per_token = result.client_cpu / result.tokens_per_s * 1e6
     errors = []
     for r in requests:
-        sent = server_log.get(r["rid"])
-        if not r["ok"] or sent is None or len(sent) != len(r["t_ms"]):
+        if not _matched(r, server_log):
             result.unmatched += bool(r["ok"])
             continue
+        sent = server_log[r["rid"]]
         t_client = np.asarray(r["t_ms"])
         wall = r["t_start_s"] + t_client[1:] / 1000.0
         gaps_client = np.diff(t_client)

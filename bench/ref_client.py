@@ -22,8 +22,7 @@ import random
 import time
 
 import aiohttp
-
-_WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma tau".split()
+from bench_request import request_body
 
 
 async def one_stream(session: aiohttp.ClientSession, url: str, body: bytes, chat: bool, out: list[dict]) -> None:
@@ -73,19 +72,7 @@ async def user(
 ) -> None:
     await asyncio.sleep(start_delay)
     while time.perf_counter() < deadline:
-        prompt = " ".join(rng.choices(_WORDS, k=16))
-        body: dict = {
-            "model": "fake",
-            "max_tokens": max_tokens,
-            "stream": True,
-            "stream_options": {"include_usage": True},
-            "ignore_eos": True,
-        }
-        if chat:
-            body["messages"] = [{"role": "user", "content": prompt}]
-        else:
-            body["prompt"] = prompt
-        await one_stream(session, url, json.dumps(body).encode(), chat, out)
+        await one_stream(session, url, request_body(rng, chat, max_tokens), chat, out)
 
 
 async def run(args: argparse.Namespace) -> list[dict]:

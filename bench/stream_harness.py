@@ -36,11 +36,12 @@ import gevent  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench_request import request_body  # noqa: E402  (bench/ is this script's folder)
+
 from vlab import stream as vstream  # noqa: E402
 from vlab.sse import parse_stream  # noqa: E402
 from vlab.stream import RawStream, StreamConnection  # noqa: E402
 
-_WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma tau".split()
 _OFFSET = [time.time() - time.perf_counter(), time.perf_counter()]
 """[realtime − perf_counter offset, perf_counter when it was taken], seconds."""
 
@@ -85,21 +86,9 @@ def user(
     elif variant == "kernel-nomin":
         conn._read_kernel_stamped = _read_kernel_refreshed  # type: ignore[method-assign]
     while time.perf_counter() < deadline:
-        prompt = " ".join(rng.choices(_WORDS, k=16))
-        body: dict = {
-            "model": "fake",
-            "max_tokens": max_tokens,
-            "stream": True,
-            "stream_options": {"include_usage": True},
-            "ignore_eos": True,
-        }
-        if chat:
-            body["messages"] = [{"role": "user", "content": prompt}]
-        else:
-            body["prompt"] = prompt
         raw = RawStream()
         try:
-            conn.post(path, json.dumps(body).encode(), raw)
+            conn.post(path, request_body(rng, chat, max_tokens), raw)
         finally:
             result = parse_stream(raw)
             out.append(
