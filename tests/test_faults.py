@@ -70,11 +70,9 @@ def assert_survived(requests: pd.DataFrame, run_dir: Path, users: int = 2) -> No
 def test_fault_is_recorded_with_its_category(
     proxy: FaultProxy, tmp_path: Path, fault: Fault, kind: str, message: str
 ) -> None:
-    proxy.fault = Fault(fault.kind, fault.after_events, fault.status, fault.delay_s, every=2)  # every other request
-    try:
+    every_other = Fault(fault.kind, fault.after_events, fault.status, fault.delay_s, every=2)  # every other request
+    with proxy.injecting(every_other):
         requests, code, run_dir = run_with(tmp_path, proxy.base_url)
-    finally:
-        proxy.fault = Fault()
     failed = requests[requests.ok == 0]
     failed = failed[failed.error_kind != "cut_off"]
     assert len(failed) >= 2 and (failed.error_kind == kind).all(), failed[["error_kind", "error"]]
@@ -85,13 +83,10 @@ def test_fault_is_recorded_with_its_category(
 
 
 def test_stalled_stream_hits_the_read_timeout(proxy: FaultProxy, tmp_path: Path) -> None:
-    proxy.fault = Fault("stall", after_events=2, delay_s=8.0, every=2)
-    try:
+    with proxy.injecting(Fault("stall", after_events=2, delay_s=8.0, every=2)):
         requests, _, run_dir = run_with(
             tmp_path, proxy.base_url, api="api: {read_timeout_s: 1, connect_timeout_s: 2}\n"
         )
-    finally:
-        proxy.fault = Fault()
     stalled = requests[requests.error_kind == "read_timeout"]
     assert len(stalled) >= 1 and stalled.error.str.contains("timed out").all()
     assert (stalled.n_events >= 1).all()  # what arrived before the stall is kept
@@ -99,11 +94,8 @@ def test_stalled_stream_hits_the_read_timeout(proxy: FaultProxy, tmp_path: Path)
 
 
 def test_several_tokens_in_one_event_are_flagged(proxy: FaultProxy, tmp_path: Path) -> None:
-    proxy.fault = Fault("merge")
-    try:
+    with proxy.injecting(Fault("merge")):
         requests, code, _ = run_with(tmp_path, proxy.base_url)
-    finally:
-        proxy.fault = Fault()
     ok = requests[requests.ok == 1]
     assert code == 0 and len(ok) >= 2
     assert ok.multi_token.all() and (ok.completion_tokens > ok.n_events).all()
@@ -112,11 +104,8 @@ def test_several_tokens_in_one_event_are_flagged(proxy: FaultProxy, tmp_path: Pa
 
 
 def test_stream_without_usage_chunk_counts_events(proxy: FaultProxy, tmp_path: Path) -> None:
-    proxy.fault = Fault("no_usage")
-    try:
+    with proxy.injecting(Fault("no_usage")):
         requests, code, _ = run_with(tmp_path, proxy.base_url)
-    finally:
-        proxy.fault = Fault()
     ok = requests[requests.ok == 1]
     assert code == 0 and len(ok) >= 2
     assert (ok.completion_tokens == -1).all() and (ok.n_events == 8).all() and ok.tpot_ms.notna().all()
@@ -148,12 +137,9 @@ def test_server_killed_mid_run(vllm_base_url: str, tmp_path: Path) -> None:
 
 
 def test_hung_server_run_still_ends_on_time(proxy: FaultProxy, tmp_path: Path) -> None:
-    proxy.fault = Fault("delay", delay_s=1.5)
     started = time.time()
-    try:
+    with proxy.injecting(Fault("delay", delay_s=1.5)):
         requests, _, run_dir = run_with(tmp_path, proxy.base_url, "load: {users: 2, duration: 5s}\n")
-    finally:
-        proxy.fault = Fault()
     assert time.time() - started < 5 + 15  # Locust start-up + the 5 s run, not the hung streams' 190 s
     cut = requests[requests.error_kind == "cut_off"]
     assert len(cut) == 2 and (cut.ok == 0).all()  # both in-flight requests recorded as cut off

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import urlsplit
@@ -63,6 +64,15 @@ class FaultProxy:
     @property
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    @contextlib.contextmanager
+    def injecting(self, fault: Fault) -> Iterator[FaultProxy]:
+        """Apply `fault` for the block, then relay faithfully again."""
+        self.fault = fault
+        try:
+            yield self
+        finally:
+            self.fault = Fault()
 
     # ---------------------------------------------------------------------------------------------- lifecycle
     def start(self) -> FaultProxy:
