@@ -1,7 +1,7 @@
-"""The load generator's own health per level, from `client_monitor.csv` (see `vlab.monitor`).
+"""The load generator's own health per level, from `client_monitor.csv` (see `vlab.locust.monitor`).
 
 Per level: the highest CPU share of one core any load process used, the worst gevent hub lag (ms), and a flag:
-`saturated` (a process's own CPU passed `vlab.monitor.CPU_SATURATED`), `starved` (the hub lagged past
+`saturated` (a process's own CPU passed `vlab.locust.monitor.CPU_SATURATED`), `starved` (the hub lagged past
 `HUB_LAG_SATURATED_MS` while the process barely ran: the machine was busy elsewhere), or "" (timings trustworthy).
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from vlab.monitor import CPU_SATURATED, HUB_LAG_SATURATED_MS, MONITOR_CSV
+from vlab.locust.monitor import CPU_SATURATED, HUB_LAG_SATURATED_MS, MONITOR_CSV
 
 
 def level_health(run_dir: Path) -> pd.DataFrame:

@@ -1,4 +1,4 @@
-"""Read a run folder (`vlab.run`, `vlab.records`) into pandas, robustly and without modifying it.
+"""Read a run folder (`vlab.core.runfolder`, `vlab.core.records`) into pandas, robustly and without modifying it.
 
 - `run.json` must exist and carry `"format": RECORDS_FORMAT`; anything else is a `UserError` naming the file.
 - `requests.csv` is read with explicit, compact dtypes; a trailing partial line (a run cut mid-write) is dropped;
@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from vlab.errors import UserError
-from vlab.records import RECORDS_FORMAT, REQUESTS_CSV, TOKENS_CSV, RequestRecord
-from vlab.run import LEVELS_CSV, RUN_JSON
+from vlab.core.errors import UserError
+from vlab.core.records import RECORDS_FORMAT, REQUESTS_CSV, TOKENS_CSV, RequestRecord
+from vlab.core.runfolder import LEVELS_CSV, RUN_JSON
 
 REQUEST_DTYPES: dict[str, Any] = {
     "request_id": str,
@@ -335,7 +335,7 @@ def pooled_gaps(run: RunData, group: np.ndarray) -> dict[int, np.ndarray]:
     """Pooled ITL gaps in ms (float32) per group: gap = t_ms[i] − t_ms[i−1] of consecutive token events of one
     request. `group[r]` is the group (e.g. level) of request row `r`, −1 to leave the request out.
 
-    The sink writes each request's token rows contiguously and in order (`vlab.sink`); a gap is taken only between
+    The sink writes each request's token rows contiguously and in order (`vlab.locust.sink`); a gap is taken only between
     rows of the same request whose `i` differ by exactly 1. Rows of requests absent from requests.csv are ignored.
     Streams the file in chunks, carrying each chunk's last row to the next.
     """

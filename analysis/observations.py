@@ -204,7 +204,7 @@ def _client_path(s: RunSummary) -> list[str]:
 
 
 def _client_health(s: RunSummary) -> list[str]:
-    """Levels where the load generator itself was the bottleneck (vlab.monitor): their client latencies are
+    """Levels where the load generator itself was the bottleneck (vlab.locust.monitor): their client latencies are
     suspect, and more worker processes (or a quieter machine) are the fix."""
     t = s.table
     if "client_flag" not in t:

@@ -30,7 +30,7 @@ from analysis.summary import (
     summarize_run,
     write_summary_files,
 )
-from vlab.errors import UserError
+from vlab.core.errors import UserError
 
 TEMPLATES = Path(__file__).parent / "templates"
 PCT_STATS: tuple[tuple[str, str], ...] = (

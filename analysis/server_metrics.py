@@ -1,4 +1,4 @@
-"""The server's own view of a run: the `/metrics` samples of `server_metrics.csv` (see `server.metrics`), loaded,
+"""The server's own view of a run: the `/metrics` samples of `server_metrics.csv` (see `vlab.telemetry.server_metrics`), loaded,
 turned into per-window rates, and aligned with the client's levels and records.
 
 Definitions (all times wall-clock Unix seconds; a sample's time `t_s` is the middle of its scrape):

@@ -1,15 +1,15 @@
-"""Per-level summary of a run, headline numbers and the knee. Metric formulas come from `vlab.metrics`.
+"""Per-level summary of a run, headline numbers and the knee. Metric formulas come from `vlab.core.metrics`.
 
 Per level (rows of levels.csv), with the measurement window W = [start_s + warmup_s, end_s − cooldown_s] (Unix s):
 
 - measured requests = successful requests whose `t_start_s` is in W. Their TTFT, E2E, TPOT, per-request mean ITL
   (`itl_mean_ms`), queue wait, and the pooled ITL gaps of their token events (tokens.csv) are summarized with
-  `vlab.metrics.summarize` (n, mean, std, p50, p90, p95, p99, p99.9, min, max; all in ms).
-- throughput = `vlab.metrics.throughput` over the successful requests whose end (t_start_s + e2e_ms/1000) is in W:
+  `vlab.core.metrics.summarize` (n, mean, std, p50, p90, p95, p99, p99.9, min, max; all in ms).
+- throughput = `vlab.core.metrics.throughput` over the successful requests whose end (t_start_s + e2e_ms/1000) is in W:
   output tok/s, total tok/s, req/s. Output tokens are `completion_tokens`, or `n_events` when the server sent no
   usage (−1); prompt tokens are `prompt_tokens`, or `prompt_tokens_requested` when unknown.
 - goodput: among all requests (ok or failed) ending in W, those that succeeded and `meets_slo` every objective set;
-  `vlab.metrics.goodput` → (req/s, fraction). Without an SLO every success counts.
+  `vlab.core.metrics.goodput` → (req/s, fraction). Without an SLO every success counts.
 - errors: failed requests sent during the whole level (warm-up and cool-down included, so nothing is hidden), by
   `error_kind`; error_rate = failed / all requests sent in the level.
 - token checks over measured requests: prompt mismatch (prompt_tokens_requested ≥ 0, prompt_tokens ≥ 0 and
@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.load import RunData, pooled_gaps
-from vlab.metrics import goodput, meets_slo, summarize, throughput
+from vlab.core.metrics import goodput, meets_slo, summarize, throughput
 
 LATENCY_METRICS: dict[str, str] = {
     "ttft": "TTFT",

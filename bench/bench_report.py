@@ -1,7 +1,7 @@
 """Benchmark `vlab report` on a synthetic run: 1,000,000 requests x 16 token events = 16,000,000 token rows.
 
 The run (6 closed-loop levels, 2 % failed requests without tokens, so ~15.7M token rows) is generated in a temp
-folder with `analysis.synth` by a separate child process (so this process stays small: a forked child inherits
+folder with `vlab.testing.synth` by a separate child process (so this process stays small: a forked child inherits
 its parent's RSS high-water mark), then `vlab report` runs as another child; its wall time and peak RSS
 (`os.wait4` rusage of that child, ru_maxrss in KiB) are printed. Targets: ≤ 30 s and ≤ 3 GB.
 
@@ -33,7 +33,7 @@ def main() -> int:
     parser.add_argument("--generate-only", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.generate_only:
-        from analysis.synth import SynthSpec, make_run
+        from vlab.testing.synth import SynthSpec, make_run
 
         spec = SynthSpec(targets=[1, 2, 4, 8, 16, 32], total_requests=args.requests, n_events=args.events)
         make_run(args.generate_only, spec)
@@ -49,7 +49,7 @@ def main() -> int:
             token_rows = sum(buf.count(b"\n") for buf in iter(lambda: fh.read(1 << 24), b"")) - 1
         sizes = {p.name: p.stat().st_size for p in run.glob("*.csv")}
         t0 = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-m", "vlab.cli", "report", str(run)], cwd=REPO)
+        proc = subprocess.Popen([sys.executable, "-m", "vlab", "report", str(run)], cwd=REPO)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
         proc.returncode = os.waitstatus_to_exitcode(status)

@@ -3,7 +3,7 @@
 For each client — the suite's Locust user (`locust -f locustfiles/llm.py`, headless), the asyncio + aiohttp
 reference (`bench/ref_client.py`) and, with `--harness`, the suite's hot path without Locust
 (`bench/stream_harness.py`, one run per `--variants` entry) — it runs, with the client pinned to core 0 and the
-fake server (`bench/fake_sse_server.py`) pinned to core 1:
+fake server (`vlab/testing/fake_sse_server.py`) pinned to core 1:
 
 - bulk: the server sends as fast as flow control allows; result: token events/s received by the client;
 - timed: 20 ms token interval at 50, 200 and 500 streams, staggered and lockstep; result: the ITL timing error
@@ -74,7 +74,7 @@ class FakeServer:
         ready = workdir / f"ready-{time.monotonic_ns()}"
         with open(workdir / "server.log", "a") as log:
             self.proc = subprocess.Popen(
-                [PY, str(REPO / "bench/fake_sse_server.py"), "--port", "0", "--ready-file", str(ready), "--mode", mode,
+                [PY, str(REPO / "vlab/testing/fake_sse_server.py"), "--port", "0", "--ready-file", str(ready), "--mode", mode,
                  "--interval-ms", str(interval_ms), "--cpu", str(SERVER_CPU)],
                 stdout=subprocess.DEVNULL, stderr=log, start_new_session=True,
             )  # fmt: skip

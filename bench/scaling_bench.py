@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from vlab.fakeserver import fake_sse_server
+from vlab.testing.fakeserver import fake_sse_server
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -20,10 +20,10 @@ from pathlib import Path
 import pandas as pd
 
 from server.launcher import serving
-from vlab.faultproxy import Fault, FaultProxy
-from vlab.records import REQUESTS_CSV
-from vlab.scenario import load_scenario
-from vlab.sweep import run_locust
+from vlab.commands.sweep import run_locust
+from vlab.core.records import REQUESTS_CSV
+from vlab.core.scenario import load_scenario
+from vlab.testing.faultproxy import Fault, FaultProxy
 
 FAULTS = [
     Fault(),

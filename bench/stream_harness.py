@@ -1,5 +1,5 @@
-"""The suite's hot path without Locust: N gevent greenlets, each with a `vlab.stream.StreamConnection` and
-`vlab.sse.parse_stream`, streaming back to back (closed loop). Isolates the client path to compare variants
+"""The suite's hot path without Locust: N gevent greenlets, each with a `vlab.client.stream.StreamConnection` and
+`vlab.client.sse.parse_stream`, streaming back to back (closed loop). Isolates the client path to compare variants
 (kernel vs user-space stamps, ...) and to measure its CPU cost per token without Locust's overhead.
 
 Output (`--out`, JSON lines) has the shape of `bench/ref_client.py`: `{"rid", "t_start_s", "t_ms", "ok"}`.
@@ -39,8 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench_request import request_body  # noqa: E402  (bench/ is this script's folder)
 
 from vlab import stream as vstream  # noqa: E402
-from vlab.sse import parse_stream  # noqa: E402
-from vlab.stream import RawStream, StreamConnection  # noqa: E402
+from vlab.client.sse import parse_stream  # noqa: E402
+from vlab.client.stream import RawStream, StreamConnection  # noqa: E402
 
 _OFFSET = [time.time() - time.perf_counter(), time.perf_counter()]
 """[realtime − perf_counter offset, perf_counter when it was taken], seconds."""

@@ -7,8 +7,8 @@ Records land in the run folder (`--run-dir`, default reports/<time>-<scenario>);
 HTML report.
 """
 
-from vlab.locust_plugin import shape_from_argv
-from vlab.user import LLMUser
+from vlab.locust.plugin import shape_from_argv
+from vlab.locust.user import LLMUser
 
 __all__ = ["LLMUser"]
 

@@ -7,8 +7,8 @@ its chunk, and one process saturates far earlier (see `vlab/sdk_user.py` and doc
 `"client": "openai-sdk"` in run.json, and the terminal and the report say so.
 """
 
-from vlab.locust_plugin import shape_from_argv
-from vlab.sdk_user import OpenAISDKUser
+from vlab.locust.plugin import shape_from_argv
+from vlab.locust.sdk_user import OpenAISDKUser
 
 __all__ = ["OpenAISDKUser"]
 

@@ -3,8 +3,8 @@
 locust -f locustfiles/rag_load.py --scenario scenarios/rag.yaml --headless
 """
 
-from vlab.locust_plugin import shape_from_argv
-from vlab.rag_user import RagUser
+from rag.load_user import RagUser
+from vlab.locust.plugin import shape_from_argv
 
 __all__ = ["RagUser"]
 

@@ -9,7 +9,7 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from vlab.errors import UserError
+from vlab.core.errors import UserError
 
 DEFAULT_HOST = os.environ.get("VLAB_HOST", "http://127.0.0.1:8000")
 DEFAULT_TIMEOUT_S = 60.0

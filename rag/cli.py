@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from rag import DEFAULT_COLLECTION
-from vlab.errors import UserError
+from vlab.core.errors import UserError
 
 DEFAULT_K = 4
 
@@ -149,7 +149,7 @@ def run_ask(args: argparse.Namespace) -> int:
 def run_eval(args: argparse.Namespace) -> int:
     from rag.evaluate import EvalConfig, evaluate, format_table, load_questions
     from rag.report import write_report
-    from vlab.paths import REPORTS_DIR
+    from vlab.core.paths import REPORTS_DIR
 
     configs = [EvalConfig.parse(spec.strip()) for spec in args.configs.split(",") if spec.strip()]
     if not configs:

@@ -17,7 +17,7 @@ from rag.chunking import validate
 from rag.embedding import embedding_function
 from rag.ingest import ingest
 from rag.retrieval import Retriever
-from vlab.errors import UserError
+from vlab.core.errors import UserError
 
 SAMPLE_DIR = Path(__file__).resolve().parent / "sample"
 SAMPLE_PDFS = SAMPLE_DIR / "pdfs"

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from rag.embedding import embedding_function
-from vlab.errors import UserError
-from vlab.paths import CACHE_DIR
+from vlab.core.errors import UserError
+from vlab.core.paths import CACHE_DIR
 
 DEFAULT_DB_DIR = CACHE_DIR / "rag"
 _SQLITE_FILE = "chroma.sqlite3"

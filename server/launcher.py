@@ -20,8 +20,8 @@ from pathlib import Path
 from types import TracebackType
 
 from server.profile import PREPARE_HINT, ServerProfile, build_command
-from vlab.errors import UserError
-from vlab.paths import CACHE_DIR, SERVER_PYTHON
+from vlab.core.errors import UserError
+from vlab.core.paths import CACHE_DIR, SERVER_PYTHON
 
 LOGS_DIR = CACHE_DIR / "logs"
 DEFAULT_HEALTH_TIMEOUT_S = 240.0

@@ -13,8 +13,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from vlab.errors import ConfigError
-from vlab.paths import CACHE_DIR, MODELS_DIR, REPO_ROOT, SERVER_PYTHON, SERVER_VENV
+from vlab.core.errors import ConfigError
+from vlab.core.paths import CACHE_DIR, MODELS_DIR, REPO_ROOT, SERVER_PYTHON, SERVER_VENV
 
 PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from vlab.paths import REPO_ROOT
+from vlab.core.paths import REPO_ROOT
 
 ARTIFACTS = REPO_ROOT / "test-artifacts"
 

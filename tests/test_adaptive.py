@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from vlab.adaptive import next_target
+from vlab.commands.adaptive import next_target
 
 
 def simulate(limit: float, start: float, open_loop: bool) -> list[float]:
@@ -35,7 +35,7 @@ def test_rates_stop_within_ten_percent() -> None:
 
 @pytest.mark.e2e
 def test_adaptive_sweep_finds_a_load_meeting_the_slo(vllm_base_url: str, tmp_path: Path) -> None:
-    from vlab.cli import main
+    from vlab.commands.cli import main
 
     scenario = tmp_path / "adaptive.yaml"
     scenario.write_text(

@@ -15,9 +15,9 @@ import pandas as pd
 import pytest
 
 from server.launcher import find_free_port
-from vlab.paths import REPO_ROOT
-from vlab.records import REQUESTS_CSV
-from vlab.run import read_run_json
+from vlab.core.paths import REPO_ROOT
+from vlab.core.records import REQUESTS_CSV
+from vlab.core.runfolder import read_run_json
 
 pytestmark = pytest.mark.e2e
 LOCUSTFILE = str(REPO_ROOT / "locustfiles" / "llm.py")

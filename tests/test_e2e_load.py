@@ -9,10 +9,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from vlab.records import REQUESTS_CSV, TOKENS_CSV
-from vlab.run import LEVELS_CSV, read_run_json
-from vlab.scenario import load_scenario
-from vlab.sweep import run_locust
+from vlab.commands.sweep import run_locust
+from vlab.core.records import REQUESTS_CSV, TOKENS_CSV
+from vlab.core.runfolder import LEVELS_CSV, read_run_json
+from vlab.core.scenario import load_scenario
 
 pytestmark = pytest.mark.e2e
 

@@ -1,4 +1,4 @@
-"""The benchmark's fake SSE server (bench/fake_sse_server.py) speaks vLLM's streaming format, and its lockstep mode
+"""The benchmark's fake SSE server (vlab/testing/fake_sse_server.py) speaks vLLM's streaming format, and its lockstep mode
 really sends every open stream's token on the same tick. Each test starts the server in its own process (group) and
 stops it by pid."""
 
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from vlab.fakeserver import fake_sse_server
-from vlab.sse import parse_stream
-from vlab.stream import StreamConnection
+from vlab.client.sse import parse_stream
+from vlab.client.stream import StreamConnection
+from vlab.testing.fakeserver import fake_sse_server
 
 
 def fake_server(tmp_path: Path, *args: str):

@@ -1,4 +1,4 @@
-"""Faults during a run, each reproduced against real vLLM traffic through `vlab.faultproxy`: the request is
+"""Faults during a run, each reproduced against real vLLM traffic through `vlab.testing.faultproxy`: the request is
 recorded with its category, Locust keeps running, and every completed request stays on disk."""
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from vlab.errors import UserError
-from vlab.faultproxy import Fault, FaultProxy
-from vlab.records import REQUESTS_CSV
-from vlab.run import read_run_json
-from vlab.scenario import load_scenario
-from vlab.sweep import run_locust
+from vlab.commands.sweep import run_locust
+from vlab.core.errors import UserError
+from vlab.core.records import REQUESTS_CSV
+from vlab.core.runfolder import read_run_json
+from vlab.core.scenario import load_scenario
+from vlab.testing.faultproxy import Fault, FaultProxy
 
 pytestmark = pytest.mark.e2e
 

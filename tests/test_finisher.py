@@ -9,8 +9,8 @@ import gevent
 import pytest
 from gevent import socket as gsocket
 
-from vlab import finisher as finisher_module
-from vlab.finisher import Finisher
+from vlab.locust import finisher as finisher_module
+from vlab.locust.finisher import Finisher
 
 
 def _busy(ms: float, done: list[int], i: int):

@@ -13,8 +13,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from vlab.paths import REPO_ROOT
-from vlab.records import REQUESTS_CSV, RequestRecord
+from vlab.core.paths import REPO_ROOT
+from vlab.core.records import REQUESTS_CSV, RequestRecord
 
 pytestmark = pytest.mark.e2e
 
@@ -28,7 +28,7 @@ def test_sigterm_mid_sweep_keeps_whole_records_and_a_report(vllm_base_url: str, 
     )
     run_dir = tmp_path / "run"
     sweep = subprocess.Popen(
-        [sys.executable, "-m", "vlab.cli", "sweep", str(scenario), "--host", vllm_base_url, "--run-dir", str(run_dir)],
+        [sys.executable, "-m", "vlab", "sweep", str(scenario), "--host", vllm_base_url, "--run-dir", str(run_dir)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, cwd=REPO_ROOT,
     )  # fmt: skip
     try:

@@ -1,4 +1,4 @@
-"""The metric formulas, pinned on hand-made token timelines (vlab.metrics, vlab.sse)."""
+"""The metric formulas, pinned on hand-made token timelines (vlab.core.metrics, vlab.client.sse)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import math
 import numpy as np
 import pytest
 
-from vlab.metrics import RequestTiming, goodput, meets_slo, summarize, throughput
-from vlab.records import ErrorKind
-from vlab.sse import parse_stream
-from vlab.stream import RawStream
+from vlab.client.sse import parse_stream
+from vlab.client.stream import RawStream
+from vlab.core.metrics import RequestTiming, goodput, meets_slo, summarize, throughput
+from vlab.core.records import ErrorKind
 
 
 def chat_event(content: str | None = None, *, role: bool = False, finish: str | None = None) -> bytes:

@@ -48,7 +48,7 @@ def sample_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run_vlab(*argv: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    from vlab.cli import main
+    from vlab.commands.cli import main
 
     code = main(list(argv))
     out, err = capsys.readouterr()
@@ -207,7 +207,7 @@ def test_retrieval_finds_labelled_pages(sample_db: Path) -> None:
 
 
 def test_retriever_on_missing_store_is_a_user_error(tmp_path: Path) -> None:
-    from vlab.errors import UserError
+    from vlab.core.errors import UserError
 
     with pytest.raises(UserError, match="run `vlab rag ingest"):
         Retriever(tmp_path / "absent", "docs")

@@ -7,10 +7,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from vlab.paths import REPO_ROOT
-from vlab.records import REQUESTS_CSV
-from vlab.scenario import load_scenario
-from vlab.sweep import run_locust
+from vlab.commands.sweep import run_locust
+from vlab.core.paths import REPO_ROOT
+from vlab.core.records import REQUESTS_CSV
+from vlab.core.scenario import load_scenario
 
 pytestmark = pytest.mark.e2e
 

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from browser import CHROMIUM, launch
 
-from vlab.cli import main
-from vlab.paths import REPO_ROOT
+from vlab.commands.cli import main
+from vlab.core.paths import REPO_ROOT
 
 FIXTURES = Path(__file__).parent / "fixtures" / "runs"
 ARTIFACTS = REPO_ROOT / "test-artifacts"

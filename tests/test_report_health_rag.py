@@ -11,8 +11,8 @@ import pandas as pd
 from analysis.load import load_run
 from analysis.report import build_report
 from analysis.summary import summarize_run
-from analysis.synth import SynthSpec, make_run
-from vlab.monitor import MONITOR_CSV, MONITOR_HEADER
+from vlab.locust.monitor import MONITOR_CSV, MONITOR_HEADER
+from vlab.testing.synth import SynthSpec, make_run
 
 
 def _run(tmp_path: Path) -> Path:

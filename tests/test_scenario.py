@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from vlab.errors import ConfigError
-from vlab.load import stage_arrivals, stage_at
-from vlab.paths import REPO_ROOT, SCENARIOS_DIR
-from vlab.scenario import ArrivalConfig, load_scenario
-from vlab.workload import draw_length
+from vlab.core.errors import ConfigError
+from vlab.core.paths import REPO_ROOT, SCENARIOS_DIR
+from vlab.core.scenario import ArrivalConfig, load_scenario
+from vlab.locust.load import stage_arrivals, stage_at
+from vlab.locust.workload import draw_length
 
 
 @pytest.mark.parametrize("path", sorted(SCENARIOS_DIR.glob("*.yaml")), ids=lambda p: p.name)
@@ -80,7 +80,7 @@ def test_locust_with_a_bad_scenario_exits_2_without_traceback(write_scenario) ->
 def test_length_distributions_stay_in_bounds() -> None:
     s = load_scenario(SCENARIOS_DIR / "demo.yaml")
     rng = random.Random(1)
-    from vlab.scenario import NormalLength, UniformLength
+    from vlab.core.scenario import NormalLength, UniformLength
 
     uni = UniformLength(dist="uniform", min=10, max=20)
     draws = [draw_length(uni, rng) for _ in range(2000)]

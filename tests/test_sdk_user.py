@@ -10,9 +10,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from vlab.paths import REPO_ROOT
-from vlab.records import REQUESTS_CSV, TOKENS_CSV
-from vlab.run import read_run_json
+from vlab.core.paths import REPO_ROOT
+from vlab.core.records import REQUESTS_CSV, TOKENS_CSV
+from vlab.core.runfolder import read_run_json
 
 pytestmark = pytest.mark.e2e
 
@@ -43,7 +43,7 @@ def test_sdk_user_records_like_the_suite_and_is_labelled(vllm_base_url: str, tmp
     assert tokens[tokens.request_id.isin(ok.request_id)].groupby("request_id").size().eq(12).all()
 
     report = subprocess.run(
-        [sys.executable, "-m", "vlab.cli", "report", str(run_dir)], capture_output=True, text=True, timeout=120,
+        [sys.executable, "-m", "vlab", "report", str(run_dir)], capture_output=True, text=True, timeout=120,
         cwd=REPO_ROOT,
     )  # fmt: skip
     assert report.returncode == 0, report.stderr[-2000:]

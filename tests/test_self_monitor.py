@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from vlab.fakeserver import fake_sse_server
-from vlab.monitor import MONITOR_CSV, describe, is_saturated
-from vlab.paths import REPO_ROOT
-from vlab.records import REQUESTS_CSV
+from vlab.core.paths import REPO_ROOT
+from vlab.core.records import REQUESTS_CSV
+from vlab.locust.monitor import MONITOR_CSV, describe, is_saturated
+from vlab.testing.fakeserver import fake_sse_server
 
 
 def test_thresholds_and_wording() -> None:

@@ -23,7 +23,15 @@ from analysis.load import load_run
 from analysis.report import build_report
 from analysis.server_metrics import load_server_metrics
 from analysis.summary import summarize_run
-from server.metrics import COLUMNS, CSV_HEADER, METRICS_CSV, METRICS_JSON, cache_summary, parse_metrics, start_sampler
+from vlab.telemetry.server_metrics import (
+    COLUMNS,
+    CSV_HEADER,
+    METRICS_CSV,
+    METRICS_JSON,
+    cache_summary,
+    parse_metrics,
+    start_sampler,
+)
 
 METRICS_FIXTURES = Path(__file__).parent / "fixtures" / "metrics"
 RUN_FIXTURES = Path(__file__).parent / "fixtures" / "runs"
@@ -332,8 +340,8 @@ def test_comparison_shows_server_headline_per_run(run_copy, tmp_path: Path) -> N
 
 # ---------------------------------------------------------------------------------------------- end to end
 def _run(scenario_text: str, folder: Path, host: str) -> Path:
-    from vlab.scenario import load_scenario
-    from vlab.sweep import run_locust
+    from vlab.commands.sweep import run_locust
+    from vlab.core.scenario import load_scenario
 
     path = folder / "scenario.yaml"
     path.write_text(scenario_text)

@@ -9,8 +9,8 @@ import pytest
 
 from server.launcher import find_free_port, log_tail, port_in_use
 from server.profile import build_command, list_profiles, load_profile
-from vlab.errors import ConfigError
-from vlab.paths import MODELS_DIR, SERVER_PYTHON
+from vlab.core.errors import ConfigError
+from vlab.core.paths import MODELS_DIR, SERVER_PYTHON
 
 SHIPPED = ["cpu-smollm2", "cpu-smollm2-noprefix", "cpu-smollm2-tinykv", "rtx4050-6gb-qwen2-1.5b"]
 
@@ -102,7 +102,7 @@ def test_extra_args_and_env_override(tmp_path: Path) -> None:
 
 
 def test_dry_run_prints_command_and_env(capsys: pytest.CaptureFixture[str]) -> None:
-    from vlab.cli import main
+    from vlab.commands.cli import main
 
     assert main(["serve", "--profile", "rtx4050-6gb-qwen2-1.5b", "--dry-run", "--port", "9001"]) == 0
     out = capsys.readouterr().out
@@ -114,7 +114,7 @@ def test_dry_run_prints_command_and_env(capsys: pytest.CaptureFixture[str]) -> N
 
 
 def test_dry_run_unknown_profile_is_one_line_error(capsys: pytest.CaptureFixture[str]) -> None:
-    from vlab.cli import main
+    from vlab.commands.cli import main
 
     assert main(["serve", "--profile", "nope", "--dry-run"]) == 2
     err = capsys.readouterr().err

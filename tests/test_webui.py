@@ -1,4 +1,4 @@
-"""The LLM console in Locust's web UI (`vlab.webui`): the tail of requests.csv (unit), then headless Debian chromium
+"""The LLM console in Locust's web UI (`vlab.locust.webui`): the tail of requests.csv (unit), then headless Debian chromium
 driving the real UI against the local vLLM: a ramp started through Locust's form, the live charts, the numbers shown
 checked against the records on disk, the report link, and the same with `--processes 2`.
 
@@ -27,9 +27,9 @@ import pandas as pd
 import pytest
 from browser import CHROME_ARGS, CHROMIUM
 
-from vlab.live import BUCKET_S, CsvTail, RecordTail  # not vlab.webui: importing Locust would patch pytest
-from vlab.paths import REPO_ROOT
-from vlab.records import REQUESTS_CSV, RequestRecord
+from vlab.core.paths import REPO_ROOT
+from vlab.core.records import REQUESTS_CSV, RequestRecord
+from vlab.locust.live import BUCKET_S, CsvTail, RecordTail  # not vlab.locust.webui: importing Locust would patch pytest
 
 ARTIFACTS = REPO_ROOT / "test-artifacts"
 LOCUSTFILE = str(REPO_ROOT / "locustfiles" / "llm.py")

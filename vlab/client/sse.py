@@ -1,0 +1,208 @@
+"""Turning a finished `RawStream` into token events: HTTP de-chunking, SSE framing, and the few JSON decodes needed.
+
+Runs after the stream ended, off the timing path. Each SSE event gets the stamp of the read that completed it.
+Events are classified by their bytes; JSON is decoded only where a value is needed (usage, finish_reason, errors,
+and the text when the caller asks for it), and every event is checked to be a JSON object with `choices`.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+from dataclasses import dataclass, field
+
+from vlab.client.stream import RawStream
+from vlab.core.records import ErrorKind
+
+_DONE = b"[DONE]"
+
+
+@dataclass(slots=True)
+class StreamResult:
+    """What a streamed completion contained. Stamps are perf_counter seconds."""
+
+    status: int
+    first_choice_stamp: float | None = None
+    token_stamps: list[float] = field(default_factory=list)
+    prompt_tokens: int = -1
+    completion_tokens: int = -1
+    finish_reason: str = ""
+    text: str = ""
+    """The generated text (filled only when asked for, e.g. for multi-turn history)."""
+    done: bool = False
+    """`data: [DONE]` arrived."""
+    error_kind: str = ""
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.error_kind
+
+
+def dechunk(raw: RawStream) -> tuple[bytes, list[int]]:
+    """The body payload and, per read, the payload offset at which that read's bytes end.
+
+    For a chunked body the chunk-size lines and CRLFs are removed; `ends[i]` is how many payload bytes were
+    complete once read i had arrived, so the stamp of payload byte k is `stamps[bisect_right(ends, k)]`.
+    """
+    body = b"".join(raw.reads)
+    raw_ends: list[int] = []
+    total = 0
+    for piece in raw.reads:
+        total += len(piece)
+        raw_ends.append(total)
+    if not raw.chunked:
+        return body, raw_ends
+    payload = bytearray()
+    # Map each raw read end to a payload offset while walking the chunk framing.
+    map_points: list[tuple[int, int]] = []  # (raw offset where a data segment starts, payload offset there)
+    pos = 0
+    n = len(body)
+    while pos < n:
+        eol = body.find(b"\r\n", pos)
+        if eol < 0:
+            break
+        size = int(body[pos:eol].split(b";", 1)[0] or b"0", 16)
+        start = eol + 2
+        if size == 0:
+            break
+        map_points.append((start, len(payload)))
+        payload += body[start : start + size]
+        pos = start + size + 2
+    starts = [p[0] for p in map_points]
+    ends: list[int] = []
+    for raw_end in raw_ends:
+        j = bisect.bisect_right(starts, raw_end) - 1
+        if j < 0:
+            ends.append(0)
+            continue
+        seg_raw, seg_payload = map_points[j]
+        seg_len = (map_points[j + 1][1] if j + 1 < len(map_points) else len(payload)) - seg_payload
+        ends.append(seg_payload + min(raw_end - seg_raw, seg_len))
+    return bytes(payload), ends
+
+
+def parse_stream(raw: RawStream, *, want_text: bool = False) -> StreamResult:
+    """Classify the events of one streamed chat or text completion (see `vlab.core.metrics` for what counts)."""
+    result = StreamResult(status=raw.status, error_kind=raw.error_kind, error=raw.error)
+    if raw.status and not 200 <= raw.status < 300:
+        body = b"".join(raw.reads) if not raw.chunked else dechunk(raw)[0]
+        result.error_kind = ErrorKind.HTTP
+        result.error = f"HTTP {raw.status}: {_error_message(body)}"
+        return result
+    if raw.status == 0:
+        return result
+    payload, ends = dechunk(raw)
+    stamps = raw.stamps
+    last_read = len(stamps) - 1
+    texts: list[str] = []
+    malformed = ""
+    events = payload.split(b"\n\n")
+    if events[-1].strip():
+        malformed = "stream ended inside an event"
+    end = 0  # payload offset just past the current event's blank line
+    read = 0  # index of the read holding that event's last byte (ends[read] >= end)
+    for event in events[:-1]:
+        end += len(event) + 2
+        while read < last_read and ends[read] < end:
+            read += 1
+        stamp = stamps[read] if stamps else 0.0
+        # vLLM's form, one data line per event, skips the split
+        lines = (event,) if event.startswith(b"data:") and b"\n" not in event else event.split(b"\n")
+        for line in lines:
+            if not line.startswith(b"data:"):
+                continue  # comments (":"), event names and ids carry nothing we measure
+            data = line[5:].strip()
+            if data == _DONE:
+                result.done = True
+                continue
+            if not (data.startswith(b"{") and data.endswith(b"}")):
+                malformed = malformed or f"non-JSON data line: {data[:80]!r}"
+                continue
+            if b'"choices":[]' in data or b'"choices": []' in data:
+                _read_usage(data, result)
+                continue
+            if b'"choices"' not in data:
+                if b'"error"' in data or b'"object":"error"' in data:
+                    result.error_kind = result.error_kind or ErrorKind.SERVER_ERROR_EVENT
+                    result.error = result.error or _error_message(data)
+                else:
+                    malformed = malformed or f"event without choices: {data[:80]!r}"
+                continue
+            if result.first_choice_stamp is None:
+                result.first_choice_stamp = stamp
+            is_role_only = b'"role"' in data and not result.token_stamps and _is_role_only(data)
+            if not is_role_only:
+                result.token_stamps.append(stamp)
+            if b'"finish_reason":null' not in data or b'"usage":{' in data or want_text:
+                _read_choice(data, result, texts if want_text else None)
+    if want_text:
+        result.text = "".join(texts)
+    if result.error_kind:
+        return result
+    if malformed:
+        result.error_kind, result.error = ErrorKind.MALFORMED, malformed
+    elif not raw.complete:
+        result.error_kind, result.error = ErrorKind.STREAM_CUT, "stream ended before its last chunk"
+    elif not result.done:
+        result.error_kind, result.error = ErrorKind.NO_DONE, "stream ended without data: [DONE]"
+    return result
+
+
+def _is_role_only(data: bytes) -> bool:
+    try:
+        delta = json.loads(data)["choices"][0].get("delta", {})
+    except (ValueError, KeyError, IndexError, TypeError):
+        return False
+    return "role" in delta and not delta.get("content") and not delta.get("reasoning_content")
+
+
+def _read_choice(data: bytes, result: StreamResult, texts: list[str] | None) -> None:
+    try:
+        obj = json.loads(data)
+        choice = obj["choices"][0]
+    except (ValueError, KeyError, IndexError, TypeError):
+        result.error_kind = result.error_kind or ErrorKind.MALFORMED
+        result.error = result.error or f"undecodable choice event: {data[:80]!r}"
+        return
+    if choice.get("finish_reason"):
+        result.finish_reason = str(choice["finish_reason"])
+    if texts is not None:
+        delta = choice.get("delta")
+        texts.append((delta.get("content") if isinstance(delta, dict) else choice.get("text")) or "")
+    if isinstance(obj.get("usage"), dict):
+        _apply_usage(obj["usage"], result)
+
+
+def _read_usage(data: bytes, result: StreamResult) -> None:
+    try:
+        usage = json.loads(data).get("usage")
+    except ValueError:
+        result.error_kind = result.error_kind or ErrorKind.MALFORMED
+        result.error = result.error or f"undecodable usage event: {data[:80]!r}"
+        return
+    if isinstance(usage, dict):
+        _apply_usage(usage, result)
+
+
+def _apply_usage(usage: dict, result: StreamResult) -> None:
+    result.prompt_tokens = int(usage.get("prompt_tokens") or -1)
+    result.completion_tokens = int(usage.get("completion_tokens") if usage.get("completion_tokens") is not None else -1)
+
+
+def _error_message(body: bytes, limit: int = 300) -> str:
+    """The human part of an OpenAI/vLLM error body (`{"error": {"message": ...}}` or `{"message": ...}`)."""
+    text = body.decode("utf-8", "replace").strip()
+    if text.startswith("data:"):
+        text = text[5:].strip()
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        return text[:limit] or "(empty body)"
+    if isinstance(obj, dict):
+        err = obj.get("error", obj)
+        if isinstance(err, dict) and err.get("message"):
+            return str(err["message"])[:limit]
+        if isinstance(err, str):
+            return err[:limit]
+    return text[:limit]

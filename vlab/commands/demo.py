@@ -1,0 +1,43 @@
+"""`vlab demo`: the main job. Start the local vLLM, sweep the demo scenario against it, build the report, stop.
+
+The server runs in its own process group and is stopped whatever happens (Ctrl-C included); the report's path is
+the last line printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from vlab.core.paths import SCENARIOS_DIR
+from vlab.core.runfolder import new_run_dir
+from vlab.core.scenario import load_scenario
+
+
+def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("demo", help="Start the local vLLM, run the demo sweep, write the report.")
+    parser.add_argument("--profile", default="cpu-smollm2", help="Server profile (server/profiles/).")
+    parser.add_argument("--scenario", type=Path, default=SCENARIOS_DIR / "demo.yaml")
+    parser.add_argument("--port", type=int, help="Server port (default: a free one).")
+    parser.set_defaults(func=_cmd_demo)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from analysis.report import build_report
+    from server.launcher import find_free_port, start_server
+    from server.profile import load_profile
+    from vlab.commands.sweep import run_locust
+
+    scenario = load_scenario(args.scenario)
+    profile = load_profile(args.profile)
+    port = args.port or find_free_port()
+    run_dir = new_run_dir(scenario.name)
+    print(f"starting vLLM ({profile.name}) on 127.0.0.1:{port} ...", flush=True)
+    with start_server(profile, port=port, log_path=run_dir / "server.log") as server:
+        print(f"server healthy after {server.startup_s:.1f} s at {server.base_url}", flush=True)
+        os.environ["VLAB_SERVER_PROFILE"] = profile.name
+        run_locust(scenario, args.scenario, run_dir, host=server.base_url)
+    report = build_report([run_dir], run_dir / "index.html")
+    print(f"report: {report}")
+    return 0

@@ -1,0 +1,204 @@
+"""`vlab experiment prefix|kv`: ready-made A/B experiments, each one comparison report.
+
+- `prefix`: `scenarios/prefix-cache.yaml` (a ~900-token shared system prefix) against `cpu-smollm2` (prefix caching
+  on), then `cpu-smollm2-noprefix` (off). Shows what prefix caching buys in TTFT.
+- `kv`: `scenarios/kv-pressure.yaml` (1, 4, 16 users of 200-token prompts, 128 output tokens) against `cpu-smollm2`
+  (2 GiB KV cache, 93,184 tokens), then `cpu-smollm2-tinykv` (24 blocks, 3,072 tokens). Shows queueing and
+  preemption when the KV cache is too small for the batch.
+
+Each profile's server is started on a free port in its own process group, the scenario is run headless, and the
+server is stopped (whatever happens) before the next one starts: one server at a time. Everything lands in
+`reports/<time>-experiment-<name>/`: one run folder per profile (each with its own report and `server.log`),
+`compare.html` (the comparison, first profile = reference) and `experiment.json` (the headline numbers). The
+comparison report's path is the last line printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vlab.core.errors import UserError
+from vlab.core.paths import REPORTS_DIR, SCENARIOS_DIR
+from vlab.core.runfolder import new_run_dir
+from vlab.core.scenario import load_scenario
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """Two (or more) server profiles run on one scenario."""
+
+    name: str
+    scenario: Path
+    profiles: tuple[str, ...]
+    question: str
+
+
+EXPERIMENTS: dict[str, Experiment] = {
+    "prefix": Experiment(
+        "prefix",
+        SCENARIOS_DIR / "prefix-cache.yaml",
+        ("cpu-smollm2", "cpu-smollm2-noprefix"),
+        "What does automatic prefix caching buy in TTFT when every prompt shares a long system prefix?",
+    ),
+    "kv": Experiment(
+        "kv",
+        SCENARIOS_DIR / "kv-pressure.yaml",
+        ("cpu-smollm2", "cpu-smollm2-tinykv"),
+        "What happens when the KV cache cannot hold the batch: queueing, preemption, latency?",
+    ),
+}
+
+
+def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "experiment", help="Run a ready A/B experiment (prefix caching, KV pressure) and compare.", description=__doc__
+    )
+    parser.add_argument("name", choices=sorted(EXPERIMENTS), help="prefix: caching on/off; kv: default vs tiny KV")
+    parser.add_argument("--scenario", type=Path, help="Override the experiment's scenario file.")
+    parser.add_argument(
+        "--profiles", nargs="+", metavar="PROFILE", help="Override the profiles (first = reference of the ratios)."
+    )
+    parser.add_argument("--out", type=Path, help="Experiment folder (default: reports/<time>-experiment-<name>).")
+    parser.set_defaults(func=_cmd_experiment)
+
+
+def _cmd_experiment(args: argparse.Namespace) -> int:
+    exp = EXPERIMENTS[args.name]
+    scenario_path = args.scenario or exp.scenario
+    profiles = tuple(args.profiles or exp.profiles)
+    out = run_experiment(exp, scenario_path, profiles, args.out)
+    print(f"report: {out}")
+    return 0
+
+
+def run_experiment(exp: Experiment, scenario_path: Path, profiles: tuple[str, ...], out: Path | None = None) -> Path:
+    """Run the scenario once per profile (one server at a time); build and return the comparison report's path."""
+    from analysis.report import build_report
+    from server.launcher import find_free_port, start_server
+    from server.profile import load_profile
+    from vlab.commands.sweep import run_locust
+
+    scenario = load_scenario(scenario_path)
+    loaded = [load_profile(p) for p in profiles]  # fail on a bad profile before starting anything
+    folder = out or new_run_dir(f"experiment-{exp.name}", REPORTS_DIR)
+    folder.mkdir(parents=True, exist_ok=True)
+    print(f"experiment {exp.name}: {exp.question}\nfolder {folder}", flush=True)
+    runs: list[Path] = []
+    previous = os.environ.get("VLAB_SERVER_PROFILE")
+    try:
+        for profile in loaded:
+            run_dir = new_run_dir(f"{scenario.name}-{profile.name}", folder)
+            port = find_free_port()
+            print(f"[{profile.name}] starting vLLM on 127.0.0.1:{port} ...", flush=True)
+            with start_server(profile, port=port, log_path=run_dir / "server.log") as server:
+                print(f"[{profile.name}] healthy after {server.startup_s:.1f} s; running {scenario.name}", flush=True)
+                os.environ["VLAB_SERVER_PROFILE"] = profile.name
+                run_locust(scenario, scenario_path, run_dir, host=server.base_url)
+            print(f"[{profile.name}] server stopped", flush=True)
+            if not (run_dir / "requests.csv").exists():
+                raise UserError(f"{profile.name}: the run recorded nothing; see {run_dir / 'locust.log'}")
+            build_report([run_dir], run_dir / "index.html")
+            runs.append(run_dir)
+    finally:
+        if previous is None:
+            os.environ.pop("VLAB_SERVER_PROFILE", None)
+        else:
+            os.environ["VLAB_SERVER_PROFILE"] = previous
+    report = build_report(runs, folder / "compare.html")
+    outcome = experiment_outcome(runs)
+    (folder / "experiment.json").write_text(
+        json.dumps({"experiment": exp.name, "scenario": str(scenario_path), "runs": outcome}, indent=2) + "\n"
+    )
+    for line in format_outcome(outcome):
+        print(line, flush=True)
+    return report
+
+
+def experiment_outcome(runs: list[Path]) -> list[dict[str, Any]]:
+    """Per run: profile, and per level the client TTFT/E2E means and p50s, output tok/s, and the server's max
+    waiting, peak KV usage, preemptions and prefix hit rate; plus the run-wide server headline."""
+    from analysis.load import load_run
+    from analysis.summary import summarize_run
+
+    out = []
+    for run_dir in runs:
+        s = summarize_run(load_run(run_dir))
+        levels = []
+        srv_rows = {}
+        if s.server is not None and s.server.available:
+            srv_rows = {int(r["level"]): r for r in s.server.table.to_dict(orient="records")}
+        for r in s.table.to_dict(orient="records"):
+            srv = srv_rows.get(int(r["level"]), {})
+            levels.append(
+                {
+                    "target": r["target"],
+                    "ttft_mean_ms": r["ttft_mean"],
+                    "ttft_p50_ms": r["ttft_p50"],
+                    "e2e_p50_ms": r["e2e_p50"],
+                    "itl_p50_ms": r["itl_p50"],
+                    "output_tok_per_s": r["output_tok_per_s"],
+                    "n_measured": r["n_measured"],
+                    "max_waiting": srv.get("max_waiting", math.nan),
+                    "peak_kv_usage": srv.get("peak_kv_usage", math.nan),
+                    "preemptions": srv.get("preemptions", math.nan),
+                    "prefix_hit_rate": srv.get("prefix_hit_rate", math.nan),
+                    "server_ttft_mean_ms": srv.get("server_ttft_mean_ms", math.nan),
+                    "server_queue_mean_ms": srv.get("server_queue_mean_ms", math.nan),
+                }
+            )
+        h = s.server.headline if s.server is not None and s.server.available else None
+        out.append(
+            {
+                "run": str(run_dir),
+                "profile": s.run.meta.get("server_profile"),
+                "levels": _json_safe(levels),
+                "server": _json_safe(
+                    {
+                        "peak_kv_usage": h.peak_kv_usage,
+                        "kv_capacity_tokens": h.kv_capacity_tokens,
+                        "max_waiting": h.max_waiting,
+                        "preemptions": h.preemptions,
+                        "prefix_hit_rate": h.prefix_hit_rate,
+                    }
+                    if h is not None
+                    else {}
+                ),
+            }
+        )
+    return out
+
+
+def _json_safe(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if hasattr(obj, "item"):
+        return _json_safe(obj.item())
+    return obj
+
+
+def format_outcome(outcome: list[dict[str, Any]]) -> list[str]:
+    """One line per run and level: TTFT mean/p50, output tok/s, waiting, KV peak, preemptions, prefix hit rate."""
+
+    def f(v: Any, spec: str) -> str:
+        return "—" if v is None else format(v, spec)
+
+    lines = []
+    for run in outcome:
+        for lv in run["levels"]:
+            lines.append(
+                f"{run['profile'] or '?':>22} {lv['target']:>5g} users | TTFT mean {f(lv['ttft_mean_ms'], '7.0f')} ms"
+                f" p50 {f(lv['ttft_p50_ms'], '7.0f')} ms | {f(lv['output_tok_per_s'], '6.1f')} out tok/s"
+                f" | waiting max {f(lv['max_waiting'], '3.0f')} | KV peak {f(lv['peak_kv_usage'], '4.0%')}"
+                f" | preemptions {f(lv['preemptions'], '3.0f')} | prefix hits {f(lv['prefix_hit_rate'], '4.0%')}"
+            )
+    return lines

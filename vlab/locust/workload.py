@@ -1,0 +1,270 @@
+"""What each request sends: prompts of an exact token length, output lengths, shared prefixes, datasets.
+
+Exact synthetic prompts: at start the server's tokenizer (`/tokenize`) is asked once which common words are one
+token both at the start of a text and after a space. A prompt of N tokens is then N such words, and a chat prompt
+of N tokens is N − (chat template overhead) words, the overhead measured the same way. The first words are random,
+so prompts are unique and no request hits the prefix cache by accident; with `shared_prefix`, the first words come
+from one of `count` fixed prefixes instead. Every request records the length it asked for; the server's
+`usage.prompt_tokens` is recorded beside it, so any mismatch shows.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from vlab.client.api import Tokenizer
+from vlab.core.errors import ConfigError, UserError
+from vlab.core.scenario import DataConfig, FixedLength, Length, NormalLength, Scenario, UniformLength
+
+# Common English words; the ones the server's tokenizer keeps as one token are used.
+_WORDS = """
+the of and to in is was for that on as with by he at from his an were are which this be or had not but first one
+their its new after who they have her she two been other when there all during into school time may years more most
+only over city some world would where later up such used many can state about national out known university united
+then made year people part under well while high since both between city game name three four five six seven eight
+nine ten team day around against world life film group called because season however including these through early
+work long city history house music number each government series north south east west last did what own several
+river light sound water story place point line end back good great small large right left old young big long little
+same different next local public real best free full able late open main early short clear white black red green
+blue round plain simple quiet warm cold dry fast slow deep near far strong soft hard bright dark rich poor happy
+road book paper table chair door window wall floor field garden tree flower stone hill lake sea island forest rain
+snow wind sun moon star sky cloud fire earth air food bread milk fruit apple horse bird fish dog cat cow animal
+hand head face eye ear mouth foot heart mind body voice word page letter song art game play plan idea fact case
+form kind way thing side step turn move walk run talk read write hear see look find keep hold give take bring
+""".split()
+
+
+def draw_length(spec: Length, rng: random.Random) -> int:
+    """One draw from a length distribution, in tokens."""
+    if isinstance(spec, FixedLength):
+        return spec.value
+    if isinstance(spec, UniformLength):
+        return rng.randint(spec.min, spec.max)
+    assert isinstance(spec, NormalLength)
+    lo, hi = spec.bounds()
+    return min(hi, max(lo, round(rng.gauss(spec.mean, spec.std))))
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedRequest:
+    """One request ready to send: the JSON body and what it asked for."""
+
+    body: bytes
+    prompt_tokens_requested: int
+    """−1 when the prompt came from a dataset and was not counted."""
+    max_tokens: int
+    prefix_id: int = -1
+    messages: tuple[dict, ...] = ()
+    """The chat messages sent (kept for multi-turn conversations)."""
+
+
+class WordVocabulary:
+    """Words the server's tokenizer encodes as exactly one token, at the start of a text and after a space."""
+
+    def __init__(self, words: list[str], completions_overhead: int, chat_overhead: int) -> None:
+        if len(words) < 20:
+            raise UserError(f"the server's tokenizer keeps only {len(words)} common words as single tokens")
+        self.words = words
+        self.completions_overhead = completions_overhead
+        """Tokens the server adds to a completions prompt (e.g. BOS)."""
+        self.chat_overhead = chat_overhead
+        """Tokens the chat template adds around one user message, generation prompt included."""
+
+    @classmethod
+    def calibrate(cls, tokenizer: Tokenizer) -> WordVocabulary:
+        """Ask the server's tokenizer (a handful of `/tokenize` calls, before any load)."""
+        candidates = list(dict.fromkeys(_WORDS))
+        spaced = tokenizer.tokenize(" " + " ".join(candidates), token_strs=True)
+        lined = tokenizer.tokenize("\n".join(candidates), token_strs=True)
+        single_spaced = _single_token_words(candidates, spaced.get("token_strs") or [], spaced_words=True)
+        single_start = _single_token_words(candidates, lined.get("token_strs") or [], spaced_words=False)
+        words = [w for w in candidates if w in single_spaced and w in single_start]
+        # Overheads, measured on a real sentence of these words, and checked at two lengths.
+        sample_short, sample_long = " ".join(words[:5]), " ".join(words[:40])
+        completions_overhead = tokenizer.count_prompt(sample_short) - 5
+        chat_overhead = tokenizer.count_chat([{"role": "user", "content": sample_short}]) - 5
+        if tokenizer.count_prompt(sample_long) - 40 != completions_overhead:
+            raise UserError("the server's tokenizer merges words across spaces: exact-length prompts are not possible")
+        return cls(words, completions_overhead, chat_overhead)
+
+
+def _single_token_words(candidates: list[str], token_strs: list[str], *, spaced_words: bool) -> set[str]:
+    """Words that appear as one token in the tokenization of the joined candidates (GPT-2 `Ġ`/`Ċ` or SentencePiece
+    `▁` token strings)."""
+    singles: set[str] = set()
+    for tok in token_strs:
+        text = tok.replace("Ġ", " ").replace("▁", " ").replace("Ċ", "\n")
+        word = text.strip()
+        if spaced_words and not text.startswith(" "):
+            continue
+        if not spaced_words and (text.startswith(" ") or text == "\n"):
+            continue
+        if word in candidates:
+            singles.add(word)
+    return singles
+
+
+class PromptFactory:
+    """Builds every request of a run from the scenario's `data` section (one factory per process)."""
+
+    def __init__(
+        self, scenario: Scenario, model: str, vocabulary: WordVocabulary | None, *, node: str = "", seed_extra: int = 0
+    ) -> None:
+        self.scenario = scenario
+        self.data: DataConfig = scenario.data
+        self.model = model
+        self.vocab = vocabulary
+        self.rng = random.Random(f"{self.data.seed}:{node}:{seed_extra}")
+        self.chat = scenario.api.endpoint == "chat"
+        self._prefixes: list[list[str]] = []
+        if self.data.dataset is not None:
+            self._dataset = load_dataset(self.data.dataset.path, self.data.dataset.format)
+            self._dataset_pos = self.rng.randrange(len(self._dataset))
+        elif self.data.rag is not None:
+            self._questions = load_questions(self.data.rag.questions)
+            self._question_pos = self.rng.randrange(len(self._questions))
+        elif vocabulary is None:
+            raise UserError("synthetic prompts need the server's /tokenize endpoint (vLLM); use a dataset instead")
+        else:
+            overhead = vocabulary.chat_overhead if self.chat else vocabulary.completions_overhead
+            shortest = self.data.prompt_tokens.bounds()[0]
+            if shortest <= overhead:
+                raise ConfigError(
+                    f"data.prompt_tokens: {shortest} tokens is not more than the {overhead} tokens the "
+                    f"{'chat template' if self.chat else 'server'} adds"
+                )
+            if self.data.shared_prefix:
+                prefix_rng = random.Random(f"prefix:{self.data.seed}")
+                self._prefixes = [
+                    prefix_rng.choices(vocabulary.words, k=self.data.shared_prefix.tokens)
+                    for _ in range(self.data.shared_prefix.count)
+                ]
+
+    def check_context(self, max_model_len: int | None) -> None:
+        """Refuse a workload whose longest prompt plus output cannot fit the server's context."""
+        if max_model_len is None or self.data.dataset is not None:
+            return
+        longest = self.data.prompt_tokens.bounds()[1] + self.data.output_tokens.bounds()[1]
+        if longest > max_model_len:
+            raise ConfigError(
+                f"data: the longest prompt ({self.data.prompt_tokens.bounds()[1]}) plus max_tokens "
+                f"({self.data.output_tokens.bounds()[1]}) is {longest} tokens, above the server's context "
+                f"of {max_model_len}"
+            )
+
+    def draw_max_tokens(self) -> int:
+        return draw_length(self.data.output_tokens, self.rng)
+
+    def next_request(self, history: list[dict] | None = None) -> PreparedRequest:
+        """The next request. `history` (multi-turn) is the conversation so far, to which the next turn is added."""
+        max_tokens = self.draw_max_tokens()
+        prefix_id = -1
+        if self.data.dataset is not None:
+            prompt, requested = self._next_dataset_prompt(), -1
+        else:
+            assert self.vocab is not None
+            requested = draw_length(self.data.prompt_tokens, self.rng)
+            n_words = requested - (self.vocab.chat_overhead if self.chat else self.vocab.completions_overhead)
+            words: list[str] = []
+            prefix = self.data.shared_prefix
+            if prefix and self.rng.random() < prefix.fraction:
+                prefix_id = self.rng.randrange(prefix.count)
+                words = list(self._prefixes[prefix_id])
+            words += self.rng.choices(self.vocab.words, k=n_words - len(words))
+            prompt = " ".join(words)
+        return self.build(prompt, max_tokens, requested, prefix_id, history)
+
+    def next_question(self) -> str:
+        """The next RAG question (the questions file, in order from a random start)."""
+        question = self._questions[self._question_pos % len(self._questions)]
+        self._question_pos += 1
+        return question
+
+    def build_messages(self, messages: list[dict], max_tokens: int) -> PreparedRequest:
+        """A chat request with ready-made messages (e.g. a RAG prompt: system + grounded user message)."""
+        body = {**self._common(max_tokens), "messages": messages}
+        return PreparedRequest(json.dumps(body).encode(), -1, max_tokens, -1, tuple(messages))
+
+    def _common(self, max_tokens: int) -> dict:
+        body: dict = {
+            "model": self.model,
+            "max_tokens": max_tokens,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "temperature": self.scenario.api.temperature,
+        }
+        if self.data.ignore_eos:
+            body["ignore_eos"] = True
+        return body
+
+    def build(
+        self, prompt: str, max_tokens: int, requested: int = -1, prefix_id: int = -1, history: list[dict] | None = None
+    ) -> PreparedRequest:
+        """Wrap a prompt into the endpoint's JSON body (streaming, usage chunk on, `ignore_eos` as configured)."""
+        body = self._common(max_tokens)
+        messages: tuple[dict, ...] = ()
+        if self.chat:
+            messages = (*(history or ()), {"role": "user", "content": prompt})
+            body["messages"] = list(messages)
+        else:
+            body["prompt"] = prompt
+        return PreparedRequest(json.dumps(body).encode(), requested, max_tokens, prefix_id, messages)
+
+    def _next_dataset_prompt(self) -> str:
+        item = self._dataset[self._dataset_pos % len(self._dataset)]
+        self._dataset_pos += 1
+        return item[0]
+
+    def conversation(self) -> list[str]:
+        """The human turns of one dataset conversation (multi-turn mode), taken in order."""
+        item = self._dataset[self._dataset_pos % len(self._dataset)]
+        self._dataset_pos += 1
+        return item
+
+
+def load_questions(path: Path) -> list[str]:
+    """RAG questions: JSONL with a `question` field per line (extra fields, e.g. labels, are ignored)."""
+    try:
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: cannot read questions: {exc}") from None
+    questions = [r["question"] for r in rows if isinstance(r, dict) and isinstance(r.get("question"), str)]
+    if not questions:
+        raise ConfigError(f'{path}: no {{"question": ...}} lines found')
+    return questions
+
+
+def load_dataset(path: Path, fmt: str) -> list[list[str]]:
+    """Each entry is a list of human turns: one for JSONL prompts, the conversation's human turns for ShareGPT.
+
+    JSONL: one object per line with `prompt` (or `text`). ShareGPT: a JSON list, or JSONL, of objects with
+    `conversations: [{from: human|gpt, value: ...}, ...]`.
+    """
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read dataset ({exc.strerror})") from None
+    try:
+        if fmt == "sharegpt" and text.lstrip().startswith("["):
+            rows = json.loads(text)
+        else:
+            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+    except ValueError as exc:
+        raise ConfigError(f"{path}: not valid {'JSON' if fmt == 'sharegpt' else 'JSONL'}: {exc}") from None
+    entries: list[list[str]] = []
+    for row in rows:
+        if fmt == "jsonl":
+            prompt = row.get("prompt") or row.get("text") if isinstance(row, dict) else None
+            if isinstance(prompt, str) and prompt.strip():
+                entries.append([prompt])
+        else:
+            turns = row.get("conversations") if isinstance(row, dict) else None
+            human = [t["value"] for t in turns or [] if isinstance(t, dict) and t.get("from") in ("human", "user")]
+            if human:
+                entries.append(human)
+    if not entries:
+        raise ConfigError(f"{path}: no prompts found (expected {fmt} records)")
+    return entries
