@@ -1,8 +1,8 @@
-"""The load generator's own health per level, from `client_monitor.csv` (see `vlab.locust.monitor`).
+"""The load generator's own health per level, from `client_monitor.csv` (columns and thresholds:
+`vlab.core.client_health`).
 
 Per level: the highest CPU share of one core any load process used, the worst gevent hub lag (ms), and a flag:
-`saturated` (a process's own CPU passed `vlab.locust.monitor.CPU_SATURATED`), `starved` (the hub lagged past
-`HUB_LAG_SATURATED_MS` while the process barely ran: the machine was busy elsewhere), or "" (timings trustworthy).
+`saturated`, `starved` or "" (timings trustworthy), as `vlab.core.client_health.classify` decides.
 """
 
 from __future__ import annotations
@@ -12,26 +12,36 @@ from pathlib import Path
 
 import pandas as pd
 
-from vlab.locust.monitor import CPU_SATURATED, HUB_LAG_SATURATED_MS, MONITOR_CSV
+from vlab.core.client_health import classify
+from vlab.core.runfolder import MONITOR_CSV
+
+COLUMNS = ["level", "client_cpu_max", "client_lag_max_ms", "client_flag"]
+
+
+def read_samples(run_dir: Path) -> pd.DataFrame:
+    """client_monitor.csv as numbers (an empty frame when it is missing or unreadable; older runs lack columns)."""
+    path = Path(run_dir) / MONITOR_CSV
+    if not path.exists():
+        return pd.DataFrame()
+    try:
+        samples = pd.read_csv(path, on_bad_lines="skip")
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError):
+        return pd.DataFrame()
+    return samples.dropna(subset=[c for c in ("level", "cpu", "hub_lag_ms") if c in samples])
 
 
 def level_health(run_dir: Path) -> pd.DataFrame:
     """One row per level with samples: level, client_cpu_max, client_lag_max_ms, client_flag."""
-    path = Path(run_dir) / MONITOR_CSV
-    columns = ["level", "client_cpu_max", "client_lag_max_ms", "client_flag"]
-    if not path.exists():
-        return pd.DataFrame(columns=columns)
-    try:
-        samples = pd.read_csv(path, on_bad_lines="skip")
-    except (ValueError, pd.errors.ParserError):
-        return pd.DataFrame(columns=columns)
-    samples = samples.dropna(subset=["level", "cpu", "hub_lag_ms"])
+    samples = read_samples(run_dir)
+    if samples.empty or not {"level", "cpu", "hub_lag_ms"} <= set(samples.columns):
+        return pd.DataFrame(columns=COLUMNS)
     rows = []
     for level, group in samples.groupby("level"):
         cpu, lag = float(group.cpu.max()), float(group.hub_lag_ms.max())
-        flag = "saturated" if cpu >= CPU_SATURATED else "starved" if lag >= HUB_LAG_SATURATED_MS else ""
-        rows.append({"level": int(level), "client_cpu_max": cpu, "client_lag_max_ms": lag, "client_flag": flag})
-    return pd.DataFrame(rows, columns=columns)
+        rows.append(
+            {"level": int(level), "client_cpu_max": cpu, "client_lag_max_ms": lag, "client_flag": classify(cpu, lag)}
+        )
+    return pd.DataFrame(rows, columns=COLUMNS)
 
 
 def attach(table: pd.DataFrame, run_dir: Path) -> pd.DataFrame:

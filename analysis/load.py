@@ -1,10 +1,13 @@
 """Read a run folder (`vlab.core.runfolder`, `vlab.core.records`) into pandas, robustly and without modifying it.
 
-- `run.json` must exist and carry `"format": RECORDS_FORMAT`; anything else is a `UserError` naming the file.
-- `requests.csv` is read with explicit, compact dtypes; a trailing partial line (a run cut mid-write) is dropped;
-  a file without data rows is an empty run (`UserError`).
-- `tokens.csv` (possibly 100M rows) is never loaded whole: `pooled_gaps` streams it in chunks, reading request ids
-  as categories, `i` as int32 and `t_ms` as float32 (float32 keeps ~0.01 ms at 100 s, ample for gaps).
+- `run.json` must exist, validate as `vlab.core.runfolder.RunMeta` and carry a readable records format; anything else
+  is a `UserError` naming the file.
+- `requests.csv` is read with the dtypes its columns declare (`vlab.core.records.COLUMNS`); a column that an older
+  format lacks gets its declared `missing` value; a trailing partial line (a run cut mid-write) is dropped; a file
+  without data rows is an empty run (`UserError`); a cell that is not a number names the file, row and column.
+- `tokens.csv` (possibly 100M rows) is never loaded whole: `token_pass` streams it once in chunks, reading request
+  ids as categories, `i` as int32 and `t_ms` as float32 (float32 keeps ~0.01 ms at 100 s, ample for gaps), and
+  gives both the pooled ITL gaps per group and the output tokens received per `BIN_S` of wall-clock time.
 - `levels.csv` gives each level's wall-clock start and end (Unix s); a missing end (run still going or cut) is taken
   from the level's last request end, else from the next level's start, else from `run.json["ended_at"]`.
 
@@ -14,7 +17,6 @@ Every parsing problem becomes one `UserError` line "<file>: <problem>".
 from __future__ import annotations
 
 import io
-import json
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,36 +27,16 @@ import numpy as np
 import pandas as pd
 
 from vlab.core.errors import UserError
-from vlab.core.records import RECORDS_FORMAT, REQUESTS_CSV, TOKENS_CSV, RequestRecord
-from vlab.core.runfolder import LEVELS_CSV, RUN_JSON
+from vlab.core.records import COLUMNS, RECORDS_FORMAT
+from vlab.core.runfolder import LEVELS_CSV, REQUESTS_CSV, TOKENS_CSV, RunMeta, read_run_meta
+from vlab.core.scenario import LoadConfig, Scenario
 
-REQUEST_DTYPES: dict[str, Any] = {
-    "request_id": str,
-    "level": np.int32,
-    "level_target": np.float64,
-    "user": np.int32,
-    "node": "category",
-    "endpoint": "category",
-    "t_start_s": np.float64,
-    "queue_wait_ms": np.float64,
-    "ttft_ms": np.float64,
-    "e2e_ms": np.float64,
-    "itl_mean_ms": np.float64,
-    "tpot_ms": np.float64,
-    "n_events": np.int32,
-    "prompt_tokens": np.int32,
-    "completion_tokens": np.int32,
-    "prompt_tokens_requested": np.int32,
-    "max_tokens": np.int32,
-    "finish_reason": "category",
-    "multi_token": np.int8,
-    "ok": np.int8,
-    "status": np.int16,
-    "error_kind": "category",
-    "error": "category",
-    "prefix_id": np.int32,
-    "retrieval_ms": np.float64,
-}
+_PANDAS_DTYPE: dict[str, Any] = {
+    "str": str, "category": "category", "float64": np.float64, "int32": np.int32, "int16": np.int16, "int8": np.int8,
+    "bool": np.int8,
+}  # fmt: skip
+REQUEST_DTYPES: dict[str, Any] = {name: _PANDAS_DTYPE[col.dtype] for name, col in COLUMNS.items()}
+"""How each requests.csv column is read: from the record's own declaration (`vlab.core.records`)."""
 TOKEN_DTYPES: dict[str, Any] = {"request_id": "category", "i": np.int32, "t_ms": np.float32}
 TOKEN_CHUNK_ROWS = 4_000_000
 
@@ -65,7 +47,7 @@ class RunData:
     (t_start_s when e2e is unknown); `levels` has level, target, start_s, end_s (Unix s)."""
 
     path: Path
-    meta: dict[str, Any]
+    meta: RunMeta
     requests: pd.DataFrame
     levels: pd.DataFrame
     tokens_path: Path | None
@@ -76,37 +58,34 @@ class RunData:
         return self.path.name
 
     @property
-    def scenario(self) -> dict[str, Any]:
-        return self.meta.get("scenario") or {}
+    def scenario(self) -> Scenario:
+        return self.meta.scenario
 
     @property
-    def load_config(self) -> dict[str, Any]:
-        return self.scenario.get("load") or {}
+    def load_config(self) -> LoadConfig:
+        return self.scenario.load
 
     @property
     def warmup_s(self) -> float:
-        return float(self.load_config.get("warmup_s") or 0.0)
+        return float(self.load_config.warmup_s)
 
     @property
     def cooldown_s(self) -> float:
-        return float(self.load_config.get("cooldown_s") or 0.0)
+        return float(self.load_config.cooldown_s)
 
     @property
     def open_loop(self) -> bool:
-        stages = self.load_config.get("stages") or []
-        return bool(stages) and stages[0].get("rate") is not None
+        return self.load_config.open_loop
 
     @property
     def slo(self) -> dict[str, float]:
         """The SLO limits that are set, ms: keys among ttft_ms, itl_ms, tpot_ms, e2e_ms."""
-        return {k: float(v) for k, v in (self.scenario.get("slo") or {}).items() if v is not None}
+        return {k: float(v) for k, v in self.scenario.slo.model_dump().items() if v is not None}
 
     @property
     def label(self) -> str:
         """Run folder name, scenario name and server profile, for legends."""
-        parts = [self.name, str(self.scenario.get("name") or "")]
-        if self.meta.get("server_profile"):
-            parts.append(str(self.meta["server_profile"]))
+        parts = [self.name, self.scenario.name, self.meta.server_profile or ""]
         return " · ".join(p for p in parts if p)
 
 
@@ -182,6 +161,26 @@ def _corrupt(path: Path, exc: BaseException) -> UserError:
     return UserError(f"{path}: corrupt CSV: {detail}")
 
 
+def _bad_cell(path: Path, header: list[str], exc: BaseException, numeric: set[str] | None = None) -> UserError:
+    """A parse error of a CSV, with the row and column of the first cell that is not the number its column holds
+    (`numeric`: the numeric columns, default those of requests.csv); the parser's own message if none is found."""
+    if numeric is None:
+        numeric = {c for c, dt in REQUEST_DTYPES.items() if dt not in (str, "category")}
+    import csv
+
+    with path.open(newline="", encoding="utf-8", errors="replace") as fh:
+        for row_no, row in enumerate(csv.reader(fh), start=1):
+            if row_no == 1:
+                continue
+            for name, cell in zip(header, row, strict=False):
+                if name in numeric and cell != "":
+                    try:
+                        float(cell)
+                    except ValueError:
+                        return UserError(f"{path}: row {row_no}, column {name!r}: not a number: {cell[:40]!r}")
+    return _corrupt(path, exc)
+
+
 _CSV_ERRORS = (ValueError, TypeError, pd.errors.ParserError, UnicodeDecodeError)
 
 
@@ -195,48 +194,40 @@ def _header(path: Path) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------------------ run files
-def read_meta(run_dir: Path) -> dict[str, Any]:
-    """run.json, checked for the records format this report reads."""
-    path = run_dir / RUN_JSON
-    if not path.is_file():
-        raise UserError(f"{path}: run.json not found (is {run_dir} a run folder?)")
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"{path}: unreadable run.json ({str(exc).splitlines()[0]})") from None
-    if not isinstance(meta, dict):
-        raise UserError(f"{path}: expected a JSON object")
-    fmt = meta.get("format")
-    if fmt != RECORDS_FORMAT:
-        shown = "none" if fmt is None else repr(fmt)
-        raise UserError(
-            f"{path}: records format {shown}, but this report reads format {RECORDS_FORMAT}; "
-            "re-run the scenario or use the suite version that recorded it"
-        )
-    return meta
+def read_meta(run_dir: Path) -> RunMeta:
+    """run.json, validated, with a records format this report reads (`vlab.core.runfolder.read_run_meta`)."""
+    return read_run_meta(run_dir)
 
 
-def read_requests(path: Path) -> tuple[pd.DataFrame, bool]:
-    """requests.csv with compact dtypes; (frame, whether a trailing partial line was dropped)."""
+def read_requests(path: Path, records_format: int = RECORDS_FORMAT) -> tuple[pd.DataFrame, bool]:
+    """requests.csv with its declared dtypes; (frame, whether a trailing partial line was dropped)."""
     if not path.is_file():
         raise UserError(f"{path}: requests.csv not found: the run recorded no requests")
     header = _header(path)
-    missing = [c for c in RequestRecord.columns() if c not in header]
     if not header or header == [""]:
         raise UserError(f"{path}: empty file: the run recorded no requests")
+    required = [name for name, col in COLUMNS.items() if col.missing is None]
+    missing = [c for c in required if c not in header]
     if missing:
         raise UserError(f"{path}: corrupt CSV: missing column(s) {', '.join(missing)}")
+    present = [c for c in COLUMNS if c in header]
     src = _source(path)
     try:
         frame = pd.read_csv(
-            src.open(), usecols=list(REQUEST_DTYPES), dtype=REQUEST_DTYPES, keep_default_na=False, na_values=[""]
-        )
+            src.open(), usecols=present, dtype={c: REQUEST_DTYPES[c] for c in present}, keep_default_na=False,
+            na_values=[""],
+        )  # fmt: skip
     except _CSV_ERRORS as exc:
-        raise _corrupt(path, exc) from None
+        raise _bad_cell(path, header, exc) from None
     if frame.empty:
         raise UserError(f"{path}: no requests recorded (only a header)")
-    frame["ok"] = frame["ok"].astype(bool)
-    frame["multi_token"] = frame["multi_token"].astype(bool)
+    for name, col in COLUMNS.items():
+        if name not in frame:
+            frame[name] = frame["ttft_ms"] if name == "first_chunk_ms" and records_format == 1 else col.missing
+    frame = frame[list(COLUMNS)]
+    for name, col in COLUMNS.items():
+        if col.dtype == "bool":
+            frame[name] = frame[name].astype(bool)
     for col in ("error_kind", "error", "finish_reason"):
         series = frame[col]
         if "" not in series.cat.categories:
@@ -257,19 +248,24 @@ def read_levels(path: Path, requests: pd.DataFrame, ended_at: float | None) -> t
         try:
             levels = pd.read_csv(
                 src.open(),
-                usecols=["level", "target", "start_s", "end_s"],
-                dtype={"level": np.int32, "target": np.float64, "start_s": np.float64, "end_s": np.float64},
-            )
+                usecols=lambda c: c in ("level", "target", "start_s", "end_s", "ended_by"),
+                dtype={"level": np.int32, "target": np.float64, "start_s": np.float64, "end_s": np.float64,
+                       "ended_by": str},
+                keep_default_na=False, na_values={"end_s": [""]},
+            )  # fmt: skip
         except _CSV_ERRORS as exc:
             raise _corrupt(path, exc) from None
     else:
         levels = pd.DataFrame(columns=["level", "target", "start_s", "end_s"])
-    by_level = requests.groupby("level", sort=True).agg(
+    if "ended_by" not in levels:
+        levels["ended_by"] = ""
+    in_levels = requests[requests["level"] >= 0]
+    by_level = in_levels.groupby("level", sort=True).agg(
         target=("level_target", "first"), first=("t_start_s", "min"), last=("end_s", "max")
     )
     known = set(levels["level"].tolist())
     extra = [
-        {"level": lv, "target": row.target, "start_s": row.first, "end_s": math.nan}
+        {"level": lv, "target": row.target, "start_s": row.first, "end_s": math.nan, "ended_by": ""}
         for lv, row in by_level.iterrows()
         if lv not in known
     ]
@@ -302,10 +298,10 @@ def load_run(run_dir: Path | str) -> RunData:
         raise UserError(f"{run_dir}: not a folder")
     meta = read_meta(run_dir)
     dropped: list[str] = []
-    requests, cut = read_requests(run_dir / REQUESTS_CSV)
+    requests, cut = read_requests(run_dir / REQUESTS_CSV, meta.format)
     if cut:
         dropped.append(REQUESTS_CSV)
-    levels, cut = read_levels(run_dir / LEVELS_CSV, requests, meta.get("ended_at"))
+    levels, cut = read_levels(run_dir / LEVELS_CSV, requests, meta.ended_at)
     if cut:
         dropped.append(LEVELS_CSV)
     tokens = run_dir / TOKENS_CSV
@@ -328,33 +324,83 @@ def _token_chunks(path: Path) -> Iterator[pd.DataFrame]:
         )
         yield from reader
     except _CSV_ERRORS as exc:
-        raise _corrupt(path, exc) from None
+        raise _bad_cell(path, _header(path), exc, {"i", "t_ms"}) from None
 
 
-def pooled_gaps(run: RunData, group: np.ndarray) -> dict[int, np.ndarray]:
-    """Pooled ITL gaps in ms (float32) per group: gap = t_ms[i] − t_ms[i−1] of consecutive token events of one
-    request. `group[r]` is the group (e.g. level) of request row `r`, −1 to leave the request out.
+BIN_S = 0.1
+"""Width of the token-arrival histogram's bins, seconds."""
 
-    The sink writes each request's token rows contiguously and in order (`vlab.locust.sink`); a gap is taken only between
-    rows of the same request whose `i` differ by exactly 1. Rows of requests absent from requests.csv are ignored.
-    Streams the file in chunks, carrying each chunk's last row to the next.
+
+@dataclass
+class TokenPass:
+    """What one streaming pass over tokens.csv gives.
+
+    - `gaps[g]`: pooled ITL gaps in ms (float32) of the requests of group g: t_ms[i] − t_ms[i−1] of consecutive token
+      events of one request; `gap_rows[g]`: the request row of each gap (for resampling whole requests).
+    - `arrivals`: output tokens received per `BIN_S` bin of wall-clock time since `t0_s`: each token event of a
+      request counts its request's tokens per event (completion_tokens / token events, ≥ 1), at its arrival
+      (t_start_s + t_ms / 1000), whatever its level — the server's delivered output over time.
     """
-    out: dict[int, list[np.ndarray]] = {}
+
+    gaps: dict[int, np.ndarray]
+    gap_rows: dict[int, np.ndarray]
+    t0_s: float
+    arrivals: np.ndarray
+
+    def tokens_between(self, lo: float, hi: float) -> float:
+        """Output tokens received in [lo, hi] (Unix s), to the bin (edges within BIN_S)."""
+        if hi <= lo or self.arrivals.size == 0:
+            return 0.0
+        a = int(np.clip(np.floor((lo - self.t0_s) / BIN_S), 0, self.arrivals.size))
+        b = int(np.clip(np.ceil((hi - self.t0_s) / BIN_S), 0, self.arrivals.size))
+        return float(self.arrivals[a:b].sum())
+
+    def per_second(self, lo: float, hi: float) -> np.ndarray:
+        """Output tokens received in each whole second of [lo, hi] (for confidence intervals of a rate)."""
+        n = int((hi - lo) // 1.0)
+        if n <= 0:
+            return np.empty(0)
+        return np.array([self.tokens_between(lo + k, lo + k + 1.0) for k in range(n)])
+
+
+def token_pass(run: RunData, group: np.ndarray) -> TokenPass:
+    """Stream tokens.csv once (see `TokenPass`). `group[r]` is the group (e.g. level) of request row `r` whose gaps
+    are pooled, −1 to leave its gaps out (its tokens still count as arrivals).
+
+    The sink writes each request's token rows contiguously and in order (`vlab.locust.sink`); a gap is taken only
+    between rows of the same request whose `i` differ by exactly 1. Rows of requests absent from requests.csv are
+    ignored. Each chunk's last row is carried to the next.
+    """
+    req = run.requests
+    start = req["t_start_s"].to_numpy(dtype=float)
+    finite = start[np.isfinite(start)]
+    t0 = float(finite.min()) if finite.size else 0.0
+    last = float(np.nanmax(req["end_s"].to_numpy(dtype=float))) if len(req) else t0
+    n_bins = max(1, int(np.ceil((max(last, t0) - t0) / BIN_S)) + 2)
+    arrivals = np.zeros(n_bins)
+    events = req["n_events"].to_numpy(dtype=float)
+    completion = req["completion_tokens"].to_numpy(dtype=float)
+    per_event = np.where((events > 0) & (completion >= events), completion / np.maximum(events, 1), 1.0)
+    gaps_out: dict[int, list[np.ndarray]] = {}
+    rows_out: dict[int, list[np.ndarray]] = {}
     if run.tokens_path is None:
-        return {}
-    row_of_id = pd.Series(np.arange(len(run.requests)), index=run.requests["request_id"].to_numpy())
+        return TokenPass({}, {}, t0, arrivals)
+    row_of_id = pd.Series(np.arange(len(req)), index=req["request_id"].to_numpy())
     row_of_id = row_of_id[~row_of_id.index.duplicated()]
     carry: tuple[int, int, float] | None = None
     for chunk in _token_chunks(run.tokens_path):
         if chunk.empty:
             continue
         ids = chunk["request_id"]
-        cats = ids.cat.categories
-        cat_rows = row_of_id.reindex(cats).fillna(-1).to_numpy().astype(np.int64)
+        cat_rows = row_of_id.reindex(ids.cat.categories).fillna(-1).to_numpy().astype(np.int64)
         codes = ids.cat.codes.to_numpy()
         rows = np.where(codes >= 0, cat_rows[codes], -1)
         idx = chunk["i"].to_numpy()
         t = chunk["t_ms"].to_numpy()
+        known = rows >= 0
+        when = start[rows[known]] + t[known].astype(np.float64) / 1000.0
+        bins = np.clip(((when - t0) / BIN_S).astype(np.int64), 0, n_bins - 1)
+        arrivals += np.bincount(bins, weights=per_event[rows[known]], minlength=n_bins)
         if carry is not None:
             rows = np.concatenate([[carry[0]], rows])
             idx = np.concatenate([np.asarray([carry[1]], dtype=idx.dtype), idx])
@@ -365,12 +411,18 @@ def pooled_gaps(run: RunData, group: np.ndarray) -> dict[int, np.ndarray]:
         gaps = (t[1:] - t[:-1])[same]
         g = group[gap_rows]
         keep = g >= 0
-        gaps, g = gaps[keep], g[keep]
+        gaps, g, gap_rows = gaps[keep], g[keep], gap_rows[keep]
         if gaps.size == 0:
             continue
         order = np.argsort(g, kind="stable")
         gs = g[order]
         bounds = np.flatnonzero(np.diff(gs)) + 1
         for part_idx, part in zip(np.split(order, bounds), np.split(gs, bounds), strict=False):
-            out.setdefault(int(part[0]), []).append(gaps[part_idx])
-    return {k: np.concatenate(v) for k, v in out.items()}
+            gaps_out.setdefault(int(part[0]), []).append(gaps[part_idx])
+            rows_out.setdefault(int(part[0]), []).append(gap_rows[part_idx])
+    return TokenPass(
+        {k: np.concatenate(v) for k, v in gaps_out.items()},
+        {k: np.concatenate(v) for k, v in rows_out.items()},
+        t0,
+        arrivals,
+    )

@@ -1,36 +1,41 @@
-"""Plain-language observations computed from a run's summary. Each rule is a small function returning sentences.
+"""Plain-language observations computed from a run's summary: only sentences the data supports.
 
-Rules (levels in order; "first"/"last" = lowest/highest level with measured requests):
+Each rule is a small function returning sentences. Every comparison names its levels' sample sizes, and says "not
+enough data to tell" instead of a ratio or a verdict when a level has fewer than `MIN_SAMPLES` measured requests or
+the two levels' 95% intervals overlap (`vlab.core.stats`). Levels are compared in order of target; "first"/"last" =
+the lowest/highest target with measured requests.
 
-1. status: the run was interrupted or is still running → the last level may be partial; a run streamed through a
-   comparison client (run.json `client`, e.g. the openai SDK user) says so.
-2. latency growth: TTFT p50 and pooled ITL p50 ratios last/first. TTFT ratio > 2 × ITL ratio → "prefill queueing
+1. status: interrupted, still running, failed (with its reason) or not started; partial lines; missing tokens.csv;
+   what the dataset loader skipped; approximate prompt lengths; a comparison client (the openai SDK user).
+2. the load generator's own health (saturated or starved levels).
+3. latency growth: TTFT p50 and pooled ITL p50, last against first. TTFT ratio > 2 × ITL ratio → "prefill queueing
    dominates"; ITL ratio > 2 × TTFT ratio → "decode slows down as batches grow"; else both grow alike.
-3. throughput scaling: output tok/s ratio first → knee and knee → last ("the server is saturated"); without a knee,
-   first → last ("not saturated within the levels tested").
-4. SLO: the highest level where ≥ 90 % of requests meet every objective, and its goodput; or that none does.
-5. errors: failed requests by kind with the worst level; `cut_off` alone is called expected at the end of a run.
-6. token counts: prompt mismatches, completion mismatches (early stops), multi-token events.
-7. open loop: levels whose achieved arrival rate is > 5 % below target, and the share of arrivals that waited.
-8. few samples: levels with fewer than 100 measured requests (p99 rests on one or two requests).
-9. server metrics (`analysis.server_metrics`, when the run has them): queueing, KV-cache peak and preemptions in one
-   sentence; prefix-cache hit rate; server vs client TTFT (the overhead); traffic from other clients. A run without
-   them gets a one-line note.
+4. throughput scaling: first → knee and knee → last ("the server is saturated"), or first → last with no knee.
+5. server metrics (`analysis.server_metrics`): queueing, KV-cache peak and preemptions; prefix-cache hit rate;
+   server vs client TTFT; traffic from other clients; the server's own output rate against the client's.
+6. SLO: the highest level where ≥ 90 % of its requests meet every objective, with its request count.
+7. outcomes: failed requests by kind; cut-off requests (never failures) and rate-limited ones (HTTP 429) apart.
+8. token counts: prompt and completion mismatches, multi-token events.
+9. open loop: achieved arrival rate against target, real slot waits, and the generator's dispatch lag.
+10. retrieval (RAG runs), levels that ended at their cap, and levels with too few measured requests.
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
+from analysis.summary import SLO_ATTAINMENT, enough, interval
+from vlab.core.stats import MIN_SAMPLES, distinguishable
+
 if TYPE_CHECKING:
     from analysis.summary import RunSummary
 
-MIN_SAMPLES = 100
 RATE_SHORTFALL = 0.05
+NOT_ENOUGH = "not enough data to tell"
 
 
 def fmt_target(value: float, open_loop: bool) -> str:
@@ -48,152 +53,47 @@ def observe(summary: RunSummary) -> list[str]:
     out: list[str] = []
     rules = (
         _status, _client_path, _client_health, _latency_growth, _throughput_scaling, _server_metrics, _slo, _errors,
-        _tokens, _open_loop, _retrieval,
+        _tokens, _open_loop, _retrieval, _caps, _samples,
     )  # fmt: skip
-    for rule in (*rules, _samples):
+    for rule in rules:
         out.extend(rule(summary))
     return out
 
 
-def _measured(table: pd.DataFrame) -> pd.DataFrame:
-    return table[table["n_measured"] > 0]
+def _levels(table: pd.DataFrame) -> pd.DataFrame:
+    """Levels with measured requests, by target (one row per distinct target: the first one)."""
+    t = table[table["n_measured"] > 0].sort_values("target", kind="stable")
+    return t.drop_duplicates(subset="target", keep="first")
+
+
+def _sizes(*rows: Any) -> str:
+    return "n = " + " and ".join(f"{int(r['n_measured'])}" for r in rows)
 
 
 def _status(s: RunSummary) -> list[str]:
-    status = s.run.meta.get("status")
+    meta = s.run.meta
     notes = []
-    if status in ("interrupted", "running"):
-        notes.append(f"The run is marked '{status}': the last level may be partial and its numbers less reliable.")
+    if meta.status in ("interrupted", "running"):
+        notes.append(f"The run is marked '{meta.status}': the last level may be partial and its numbers less reliable.")
+    if meta.status in ("failed", "not_started"):
+        notes.append(f"The run {'failed' if meta.status == 'failed' else 'did not start'}: {meta.status_reason}.")
+    elif meta.status_reason:
+        notes.append(f"Notes on the run: {meta.status_reason}.")
     if s.run.dropped_partial_lines:
         notes.append(f"A partial last line was ignored in {', '.join(s.run.dropped_partial_lines)}.")
     if s.run.tokens_path is None:
-        notes.append("tokens.csv is missing: pooled ITL gaps are unavailable.")
-    return notes
-
-
-def _latency_growth(s: RunSummary) -> list[str]:
-    t = _measured(s.table)
-    if len(t) < 2:
-        return []
-    first, last = t.iloc[0], t.iloc[-1]
-    ol = s.run.open_loop
-    span = f"from {fmt_target(first['target'], ol)} to {fmt_target(last['target'], ol)}"
-    r_ttft = _ratio(first["ttft_p50"], last["ttft_p50"])
-    r_itl = _ratio(first["itl_p50"], last["itl_p50"])
-    if not np.isfinite(r_ttft):
-        return []
-    if not np.isfinite(r_itl):
-        return [f"TTFT p50 grows {r_ttft:.1f}x {span}."]
-    if r_ttft > 2 * r_itl:
-        verdict = "prefill queueing dominates"
-    elif r_itl > 2 * r_ttft:
-        verdict = "decode slows down as batches grow"
-    else:
-        verdict = "prefill and decode slow down alike"
-    return [f"TTFT p50 grows {r_ttft:.1f}x {span} while ITL p50 grows {r_itl:.1f}x: {verdict}."]
-
-
-def _throughput_scaling(s: RunSummary) -> list[str]:
-    t = _measured(s.table)
-    if len(t) < 2:
-        return []
-    ol = s.run.open_loop
-    first, last = t.iloc[0], t.iloc[-1]
-    knee = s.headline.knee_level
-    if knee is not None and knee in set(t["level"]):
-        k = t[t["level"] == knee].iloc[0]
-        up = _ratio(first["output_tok_per_s"], k["output_tok_per_s"])
-        after = _ratio(k["output_tok_per_s"], last["output_tok_per_s"])
-        return [
-            f"Output throughput rises {up:.1f}x from {fmt_target(first['target'], ol)} to "
-            f"{fmt_target(k['target'], ol)}, then only {after:.2f}x to {fmt_target(last['target'], ol)}: "
-            f"the server is saturated (knee at {fmt_target(k['target'], ol)})."
-        ]
-    total = _ratio(first["output_tok_per_s"], last["output_tok_per_s"])
-    if not np.isfinite(total):
-        return []
-    return [
-        f"Output throughput changes {total:.1f}x from {fmt_target(first['target'], ol)} to "
-        f"{fmt_target(last['target'], ol)} with no knee: not saturated within the levels tested."
-    ]
-
-
-def _slo(s: RunSummary) -> list[str]:
-    h = s.headline
-    if not h.slo_set:
-        return ["No SLO is set in the scenario: goodput counts every successful request."]
-    limits = ", ".join(f"{k.removesuffix('_ms').upper()} ≤ {v:g} ms" for k, v in s.run.slo.items())
-    if h.best_slo_target is None:
-        return [f"No level has ≥ 90% of requests meeting the SLO ({limits})."]
-    return [
-        f"Highest level meeting the SLO ({limits}) for ≥ 90% of requests: "
-        f"{fmt_target(h.best_slo_target, s.run.open_loop)}, goodput {h.best_slo_goodput_rps:.2f} req/s "
-        f"({h.best_slo_fraction:.0%} meeting)."
-    ]
-
-
-def _errors(s: RunSummary) -> list[str]:
-    e = s.errors
-    if e.empty:
-        return ["No request failed."]
-    total = int(e["count"].sum())
-    n_all = len(s.run.requests)
-    kinds = e.groupby("error_kind")["count"].sum().sort_values(ascending=False)
-    kinds_text = ", ".join(f"{k} {int(v)}" for k, v in kinds.items())
-    if set(kinds.index) == {"cut_off"}:
-        return [f"{total} request(s) were still in flight when the run stopped (cut_off): expected, not a failure."]
-    worst = s.table.sort_values("error_rate", ascending=False).iloc[0]
-    msg = (
-        f"{total} of {n_all} requests failed ({total / n_all:.1%}): {kinds_text}; worst level "
-        f"{fmt_target(worst['target'], s.run.open_loop)} with {worst['error_rate']:.1%} failed."
-    )
-    return [msg]
-
-
-def _tokens(s: RunSummary) -> list[str]:
-    t = s.table
-    notes = []
-    n = int(t["n_measured"].sum())
-    pm, cm, mt = int(t["prompt_mismatch"].sum()), int(t["completion_mismatch"].sum()), int(t["multi_token"].sum())
-    if pm:
-        notes.append(
-            f"{pm} of {n} measured requests had a prompt token count different from the one requested: "
-            "the prompt lengths are not exact."
-        )
-    if cm:
-        data = s.run.scenario.get("data") or {}
-        why = "unexpected with ignore_eos on" if data.get("ignore_eos") else "requests stopped early at an end token"
-        notes.append(f"{cm} of {n} measured requests returned a completion length other than max_tokens: {why}.")
-    if mt:
-        notes.append(
-            f"{mt} measured requests received events carrying several tokens: their gaps are per event, "
-            "TPOT stays exact."
-        )
-    return notes
-
-
-def _open_loop(s: RunSummary) -> list[str]:
-    if not s.run.open_loop or "achieved_rate" not in s.table:
-        return []
-    notes = []
-    for r in s.table.itertuples(index=False):
-        if r.achieved_rate < r.target_rate * (1 - RATE_SHORTFALL):
-            notes.append(
-                f"At {r.target_rate:g} req/s target only {r.achieved_rate:.2f} arrivals/s were achieved and "
-                f"{r.waited_fraction:.0%} of arrivals waited for a free slot: the client cap (max_in_flight) or "
-                "the server limited the load."
-            )
-        elif r.n_waited:
-            notes.append(
-                f"At {r.target_rate:g} req/s, {r.n_waited} arrival(s) ({r.waited_fraction:.0%}) waited for a "
-                "free slot before being sent."
-            )
+        notes.append("tokens.csv is missing: pooled ITL gaps are unavailable, throughput is prorated from requests.")
+    if meta.prompt_lengths and meta.prompt_lengths.startswith("approximate"):
+        notes.append(f"Prompt lengths are {meta.prompt_lengths}: compare the requested and the server's counts.")
+    dataset = meta.dataset or {}
+    if dataset.get("line") and (dataset.get("skipped") or dataset.get("cut")):
+        notes.append(f"Dataset: {dataset['line']}.")
     return notes
 
 
 def _client_path(s: RunSummary) -> list[str]:
     """A run that streamed through a comparison client (e.g. the openai SDK user) says so first."""
-    client = s.run.meta.get("client") or "suite"
+    client = s.run.meta.client or "suite"
     if client == "suite":
         return []
     return [
@@ -204,8 +104,8 @@ def _client_path(s: RunSummary) -> list[str]:
 
 
 def _client_health(s: RunSummary) -> list[str]:
-    """Levels where the load generator itself was the bottleneck (vlab.locust.monitor): their client latencies are
-    suspect, and more worker processes (or a quieter machine) are the fix."""
+    """Levels where the load generator itself was the bottleneck (`vlab.core.client_health`): their client latencies
+    are suspect, and more worker processes (or a quieter machine) are the fix."""
     t = s.table
     if "client_flag" not in t:
         return []
@@ -226,20 +126,209 @@ def _client_health(s: RunSummary) -> list[str]:
     return out
 
 
+def _compare(a: Any, b: Any, metric: str) -> tuple[float, str]:
+    """(b/a of a metric's p50, verdict): "few" when a level has too few requests, "same" when the two 95% intervals
+    overlap (no change the data can show), "diff" otherwise."""
+    if not (enough(a) and enough(b)):
+        return math.nan, "few"
+    ia, ib = interval(a, metric), interval(b, metric)
+    ratio = _ratio(ia.value, ib.value)
+    if not np.isfinite(ratio):
+        return math.nan, "few"
+    return ratio, "diff" if distinguishable(ia, ib) else "same"
+
+
+def _latency_growth(s: RunSummary) -> list[str]:
+    t = _levels(s.table)
+    if len(t) < 2:
+        return []
+    first, last = t.iloc[0], t.iloc[-1]
+    ol = s.run.open_loop
+    span = f"from {fmt_target(first['target'], ol)} to {fmt_target(last['target'], ol)} ({_sizes(first, last)})"
+    r_ttft, v_ttft = _compare(first, last, "ttft")
+    r_itl, v_itl = _compare(first, last, "itl")
+    if v_ttft == "few":
+        return [f"TTFT p50 {span}: {NOT_ENOUGH} (fewer than {MIN_SAMPLES} measured requests)."]
+    ttft_text = f"grows {r_ttft:.1f}x" if v_ttft == "diff" else f"stays within its 95% interval ({r_ttft:.2f}x)"
+    if v_itl == "few":
+        return [f"TTFT p50 {ttft_text} {span}; ITL: {NOT_ENOUGH}."]
+    itl_text = f"grows {r_itl:.1f}x" if v_itl == "diff" else f"stays within its 95% interval ({r_itl:.2f}x)"
+    if v_ttft == "same" and v_itl == "same":
+        return [f"TTFT p50 {ttft_text} and ITL p50 {itl_text} {span}: the load did not slow the server measurably."]
+    if r_ttft > 2 * r_itl:
+        verdict = "prefill queueing dominates"
+    elif r_itl > 2 * r_ttft:
+        verdict = "decode slows down as batches grow"
+    else:
+        verdict = "prefill and decode slow down alike"
+    return [f"TTFT p50 {ttft_text} {span} while ITL p50 {itl_text}: {verdict}."]
+
+
+def _throughput_scaling(s: RunSummary) -> list[str]:
+    t = _levels(s.table)
+    ol = s.run.open_loop
+    if len(t) < 2:
+        if len(t) == 1:
+            row = t.iloc[0]
+            return [
+                f"One load level only ({fmt_target(row['target'], ol)}, n = {int(row['n_measured'])}): how "
+                "throughput scales with load cannot be told from this run."
+            ]
+        return []
+    first, last = t.iloc[0], t.iloc[-1]
+    h = s.headline
+    if h.knee_level is not None and h.knee_level in set(t["level"]):
+        k = t[t["level"] == h.knee_level].iloc[0]
+        up = _ratio(first["output_tok_per_s"], k["output_tok_per_s"])
+        after = _ratio(k["output_tok_per_s"], last["output_tok_per_s"])
+        return [
+            f"Output throughput rises {up:.1f}x from {fmt_target(first['target'], ol)} to "
+            f"{fmt_target(k['target'], ol)}, then only {after:.2f}x to {fmt_target(last['target'], ol)}: "
+            f"the server is saturated (knee at {fmt_target(k['target'], ol)}; {_sizes(first, k, last)})."
+        ]
+    total = _ratio(first["output_tok_per_s"], last["output_tok_per_s"])
+    if not np.isfinite(total):
+        return []
+    if not h.knee_supported or not (enough(first) and enough(last)):
+        return [
+            f"Output throughput changes {total:.1f}x from {fmt_target(first['target'], ol)} to "
+            f"{fmt_target(last['target'], ol)} ({_sizes(first, last)}); whether it saturates: {NOT_ENOUGH}."
+        ]
+    return [
+        f"Output throughput changes {total:.1f}x from {fmt_target(first['target'], ol)} to "
+        f"{fmt_target(last['target'], ol)} ({_sizes(first, last)}) with no knee: not saturated within the levels "
+        "tested."
+    ]
+
+
+def _slo(s: RunSummary) -> list[str]:
+    h = s.headline
+    if not h.slo_set:
+        return ["No SLO is set in the scenario: goodput counts every successful request."]
+    limits = ", ".join(f"{k.removesuffix('_ms').upper()} ≤ {v:g} ms" for k, v in s.run.slo.items())
+    if h.best_slo_target is None:
+        few = s.table[s.table["slo_n"] < MIN_SAMPLES]
+        if len(few) == len(s.table):
+            return [f"Whether a level meets the SLO ({limits}): {NOT_ENOUGH} (fewer than {MIN_SAMPLES} requests each)."]
+        return [
+            f"No level with ≥ {MIN_SAMPLES} requests has ≥ {SLO_ATTAINMENT:.0%} of them meeting the SLO ({limits})."
+        ]
+    return [
+        f"Highest level meeting the SLO ({limits}) for ≥ {SLO_ATTAINMENT:.0%} of requests: "
+        f"{fmt_target(h.best_slo_target, s.run.open_loop)}, goodput {h.best_slo_goodput_rps:.2f} req/s "
+        f"({h.best_slo_fraction:.0%} of {h.best_slo_n} requests meeting)."
+    ]
+
+
+def _errors(s: RunSummary) -> list[str]:
+    t = s.table
+    n_failed, n_ok = int(t["n_failed"].sum()), int(t["n_ok"].sum())
+    cut, limited = int(t["n_cut_off"].sum()), int(t["n_rate_limited"].sum())
+    notes = []
+    e = s.errors
+    failures = e[~e["error_kind"].isin(["cut_off", "rate_limited"])] if not e.empty else e
+    if n_failed:
+        kinds = failures.groupby("error_kind")["count"].sum().sort_values(ascending=False)
+        kinds_text = ", ".join(f"{k} {int(v)}" for k, v in kinds.items())
+        worst = t.sort_values("error_rate", ascending=False).iloc[0]
+        notes.append(
+            f"{n_failed} of {n_failed + n_ok} requests failed ({n_failed / (n_failed + n_ok):.1%}): {kinds_text}; "
+            f"worst level {fmt_target(worst['target'], s.run.open_loop)} with {worst['error_rate']:.1%} failed."
+        )
+    else:
+        notes.append("No request failed.")
+    if cut:
+        notes.append(
+            f"{cut} request(s) were still in flight when the run stopped (cut off): not failures, not measured."
+        )
+    if limited:
+        notes.append(f"{limited} request(s) were refused with HTTP 429 (rate limited): load refused on purpose, not "
+                     "server failures; they count against the SLO.")  # fmt: skip
+    return notes
+
+
+def _tokens(s: RunSummary) -> list[str]:
+    t = s.table
+    notes = []
+    n = int(t["n_measured"].sum())
+    pm, cm, mt = int(t["prompt_mismatch"].sum()), int(t["completion_mismatch"].sum()), int(t["multi_token"].sum())
+    if pm:
+        notes.append(
+            f"{pm} of {n} measured requests had a prompt token count different from the one requested: "
+            "the prompt lengths are not exact."
+        )
+    if cm:
+        why = (
+            "unexpected with ignore_eos on"
+            if s.run.scenario.data.ignore_eos
+            else "requests stopped early at an end token"
+        )
+        notes.append(f"{cm} of {n} measured requests returned a completion length other than max_tokens: {why}.")
+    if mt:
+        notes.append(
+            f"{mt} of {n} measured requests received events carrying several tokens: their gaps are per event, "
+            "TPOT stays exact."
+        )
+    return notes
+
+
+def _open_loop(s: RunSummary) -> list[str]:
+    if not s.run.open_loop or "achieved_rate" not in s.table:
+        return []
+    notes = []
+    for r in s.table.itertuples(index=False):
+        if not r.n_arrivals:
+            notes.append(f"At {r.target_rate:g} req/s no arrival was due inside the measurement window.")
+            continue
+        if r.achieved_rate < r.target_rate * (1 - RATE_SHORTFALL):
+            cause = (
+                "every slot was busy (the client cap max_in_flight, or a slow server, limited the load)"
+                if r.n_waited
+                else "the load generator fell behind its schedule"
+            )
+            notes.append(
+                f"At {r.target_rate:g} req/s target, {r.achieved_rate:.2f} arrivals/s were achieved "
+                f"({r.n_arrivals} arrivals): {cause}."
+            )
+        if r.n_waited:
+            notes.append(
+                f"At {r.target_rate:g} req/s, {r.n_waited} of {r.n_arrivals} arrivals ({r.waited_fraction:.0%}) found "
+                "every slot busy and waited for one before being sent."
+            )
+    lag = s.table["dispatch_lag_p99_ms"].to_numpy(dtype=float)
+    if np.isfinite(lag).any():
+        worst = float(np.nanmax(s.table["dispatch_lag_max_ms"].to_numpy(dtype=float)))
+        notes.append(
+            f"The load generator's own dispatch lag (send − scheduled arrival, with a slot free): p99 "
+            f"{np.nanmax(lag):.2f} ms, max {worst:.2f} ms."
+        )
+    return notes
+
+
 def _retrieval(s: RunSummary) -> list[str]:
     """RAG runs: how retrieval compares with generation, and how long the retrieved prompts were."""
-    t = _measured(s.table)
+    t = s.table[s.table["n_measured"] > 0]
     if "retrieval_n" not in t or not (t["retrieval_n"] > 0).any():
         return []
-    t = t[t["retrieval_n"] > 0]
-    first = t.iloc[-1]
-    share = first["retrieval_p50"] / (first["retrieval_p50"] + first["e2e_p50"])
+    row = t[t["retrieval_n"] > 0].iloc[-1]
+    share = row["retrieval_p50"] / (row["retrieval_p50"] + row["e2e_p50"])
     return [
-        f"Retrieval took p50 {first['retrieval_p50']:.0f} ms at {fmt_target(first['target'], s.run.open_loop)} "
-        f"against p50 TTFT {first['ttft_p50']:.0f} ms and E2E {first['e2e_p50']:.0f} ms: {share:.0%} of the time a "
-        f"user waited for an answer. Retrieved prompts held {first['prompt_tokens_p50']:.0f} tokens at p50 "
-        f"({first['prompt_tokens_min']:.0f}–{first['prompt_tokens_max']:.0f})."
+        f"Retrieval took p50 {row['retrieval_p50']:.0f} ms at {fmt_target(row['target'], s.run.open_loop)} "
+        f"against p50 TTFT {row['ttft_p50']:.0f} ms and E2E {row['e2e_p50']:.0f} ms (n = {int(row['n_measured'])}): "
+        f"{share:.0%} of the time a user waited for an answer. Retrieved prompts held {row['prompt_tokens_p50']:.0f} "
+        f"tokens at p50 ({row['prompt_tokens_min']:.0f}–{row['prompt_tokens_max']:.0f})."
     ]
+
+
+def _caps(s: RunSummary) -> list[str]:
+    t = s.table
+    capped = t[t["ended_by"] == "cap"] if "ended_by" in t else t.iloc[0:0]
+    if capped.empty:
+        return []
+    names = ", ".join(
+        f"{fmt_target(r.target, s.run.open_loop)} ({r.n_ok + r.n_failed} ended)" for r in capped.itertuples()
+    )
+    return [f"Levels ended at their cap (max_duration) before reaching their request count: {names}."]
 
 
 def _samples(s: RunSummary) -> list[str]:
@@ -247,13 +336,16 @@ def _samples(s: RunSummary) -> list[str]:
     few = t[t["n_measured"] < MIN_SAMPLES]
     if few.empty:
         return []
-    names = ", ".join(fmt_target(v, s.run.open_loop) for v in few["target"])
-    return [f"Few measured requests (< {MIN_SAMPLES}) at {names}: p99 and p99.9 rest on a handful of requests."]
+    names = ", ".join(f"{fmt_target(r.target, s.run.open_loop)} (n = {r.n_measured})" for r in few.itertuples())
+    return [
+        f"Fewer than {MIN_SAMPLES} measured requests at {names}: their percentiles are rough and no comparison with "
+        f"them is made; raise the level's `requests` or `duration`."
+    ]
 
 
 # ---------------------------------------------------------------------------------------------- server metrics
 def _server_metrics(s: RunSummary) -> list[str]:
-    """Sentences from the server's /metrics series (rule 9)."""
+    """Sentences from the server's /metrics series (rule 5)."""
     srv = s.server
     if srv is None:
         return []
@@ -309,8 +401,17 @@ def _server_metrics(s: RunSummary) -> list[str]:
         over = h.client_ttft_mean_ms - h.server_ttft_mean_ms
         notes.append(
             f"Mean TTFT {h.client_ttft_mean_ms:.0f} ms at the client vs {h.server_ttft_mean_ms:.0f} ms inside the "
-            f"server: {over:.0f} ms is network, HTTP front end and client overhead."
+            f"server ({h.client_requests} requests): {over:.0f} ms is network, HTTP front end and client overhead."
         )
+    if "server_gen_tok_per_s" in t and t["server_gen_tok_per_s"].notna().any():
+        both = t.merge(s.table[["level", "output_tok_per_s"]], on="level")
+        both = both[both["server_gen_tok_per_s"].notna() & (both["server_gen_tok_per_s"] > 0)]
+        if len(both):
+            ratios = both["output_tok_per_s"] / both["server_gen_tok_per_s"]
+            notes.append(
+                f"Output tok/s measured by the client against the server's own generation_tokens rate: "
+                f"{ratios.min():.3f}–{ratios.max():.3f} of it across {len(both)} level(s)."
+            )
     extra = foreign_requests(h)
     if extra:
         notes.append(

@@ -18,19 +18,15 @@ from typing import Any
 
 import jinja2
 import pandas as pd
+import yaml
 
 from analysis import plots
-from analysis.load import load_run
 from analysis.observations import fmt_target
-from analysis.summary import (
-    LATENCY_METRICS,
-    SLO_ATTAINMENT,
-    TOKEN_METRICS,
-    RunSummary,
-    summarize_run,
-    write_summary_files,
-)
+from analysis.pipeline import analyze, write_summary_files
+from analysis.summary import CI_METRICS, METRICS, SLO_ATTAINMENT, RunSummary
 from vlab.core.errors import UserError
+from vlab.core.runfolder import RAW_FILES, REPORT_HTML
+from vlab.core.stats import MIN_SAMPLES
 
 TEMPLATES = Path(__file__).parent / "templates"
 PCT_STATS: tuple[tuple[str, str], ...] = (
@@ -105,29 +101,46 @@ def _env() -> jinja2.Environment:
     return env
 
 
+def reproduce_command(s: RunSummary) -> str:
+    """The command that reproduces the run: the one recorded, or `vlab sweep` on its scenario file."""
+    meta = s.run.meta
+    if meta.command:
+        return meta.command
+    path = meta.scenario_path or "SCENARIO.yaml"
+    return f"vlab sweep {path} --host {meta.host}"
+
+
 def _run_context(s: RunSummary) -> dict[str, Any]:
     meta = s.run.meta
-    server = meta.get("server") or {}
-    server = {k: v for k, v in server.items() if k != "models"}
+    server = meta.server.model_dump(exclude={"models"}) if meta.server is not None else {}
     h = s.headline
     ol = s.run.open_loop
-    started, ended = meta.get("started_at"), meta.get("ended_at")
-    duration = float(ended) - float(started) if started and ended else None
+    duration = meta.ended_at - meta.started_at if meta.ended_at else None
     rows = s.table.to_dict(orient="records")
+    first_chunk_differs = bool(
+        "first_chunk_p50" in s.table and ((s.table["first_chunk_p50"] - s.table["ttft_p50"]).abs() > 0.5).any()
+    )
     metric_tables = [
-        {"key": key, "title": title, "unit": unit, "rows": rows}
-        for metrics, unit in ((LATENCY_METRICS, "ms"), (TOKEN_METRICS, "tokens"))
-        for key, title in metrics.items()
+        {"key": key, "title": title, "unit": unit, "rows": rows, "ci": key in CI_METRICS}
+        for key, (title, unit) in METRICS.items()
         if (s.table.get(f"{key}_n", pd.Series(dtype=float)) > 0).any()  # e.g. no retrieval table outside RAG runs
     ]
+    if first_chunk_differs:
+        metric_tables.append(
+            {"key": "first_chunk", "title": "First chunk (vllm bench serve's TTFT: role-only chunks included)",
+             "unit": "ms", "rows": rows, "ci": False}
+        )  # fmt: skip
+    scenario_yaml = yaml.safe_dump(s.run.scenario.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
     return {
         "s": s,
         "name": s.run.name,
         "label": s.run.label,
         "meta": meta,
         "scenario": s.run.scenario,
+        "scenario_yaml": scenario_yaml,
+        "command": reproduce_command(s),
         "server": server,
-        "status": meta.get("status") or "unknown",
+        "status": meta.status,
         "duration_s": duration,
         "open_loop": ol,
         "unit": "req/s" if ol else "users",
@@ -137,13 +150,15 @@ def _run_context(s: RunSummary) -> dict[str, Any]:
         "slo_at": fmt_target(h.best_slo_target, ol) if h.best_slo_target is not None else None,
         "slo": s.run.slo,
         "slo_attainment": SLO_ATTAINMENT,
-        "levels": s.table.to_dict(orient="records"),
+        "min_samples": MIN_SAMPLES,
+        "levels": rows,
         "metric_tables": metric_tables,
         "stats": PCT_STATS,
         "errors": s.errors.to_dict(orient="records"),
         "observations": s.observations,
         "warmup_s": s.run.warmup_s,
         "cooldown_s": s.run.cooldown_s,
+        "dataset_line": (meta.dataset or {}).get("line"),
     }
 
 
@@ -215,35 +230,35 @@ def _server_context(s: RunSummary, figure: bool = True) -> dict[str, Any]:
     }
 
 
-def build_report(run_dirs: Sequence[Path | str], out: Path | str | None = None) -> Path:
-    """Load, summarize and render; return the HTML path.
+def write_report(summaries: Sequence[RunSummary], out: Path | str | None = None) -> Path:
+    """Render analyzed runs and write the HTML; return its path.
 
     One run: `out` defaults to RUN_DIR/index.html; summary.csv and summary.json go next to the HTML. Several runs:
-    `out` defaults to <first run>/compare.html. Raw run files are never modified.
+    `out` defaults to <first run>/compare.html. Raw run files are never overwritten.
     """
-    if not run_dirs:
+    if not summaries:
         raise UserError("no run folder given")
-    dirs = [Path(d) for d in run_dirs]
-    summaries = [summarize_run(load_run(d)) for d in dirs]
-    if len(dirs) == 1:
-        target = Path(out) if out is not None else dirs[0] / "index.html"
+    dirs = [s.run.path for s in summaries]
+    if len(summaries) == 1:
+        target = Path(out) if out is not None else dirs[0] / REPORT_HTML
         html = render_run(summaries[0])
     else:
         target = Path(out) if out is not None else dirs[0] / "compare.html"
         html = render_comparison(summaries)
-    protected = {"requests.csv", "tokens.csv", "levels.csv", "run.json"}
-    if target.name in protected and target.parent.resolve() in {d.resolve() for d in dirs}:
+    if target.name in RAW_FILES and target.parent.resolve() in {d.resolve() for d in dirs}:
         raise UserError(f"{target}: refusing to overwrite a raw run file")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(html, encoding="utf-8")
-        if len(dirs) == 1:
+        if len(summaries) == 1:
             write_summary_files(summaries[0], target.parent)
     except OSError as exc:
         raise UserError(f"{target}: cannot write the report ({exc.strerror})") from None
     return target
 
 
-def summary_frame(run_dir: Path | str) -> pd.DataFrame:
-    """The per-level summary table of one run (no HTML), for scripts and notebooks."""
-    return summarize_run(load_run(run_dir)).table
+def build_report(run_dirs: Sequence[Path | str], out: Path | str | None = None) -> Path:
+    """Analyze the run folders (`analysis.pipeline.analyze`) and write their report (`write_report`)."""
+    if not run_dirs:
+        raise UserError("no run folder given")
+    return write_report([analyze(d) for d in run_dirs], out)

@@ -1,5 +1,5 @@
-"""The server's own view of a run: the `/metrics` samples of `server_metrics.csv` (see `vlab.telemetry.server_metrics`), loaded,
-turned into per-window rates, and aligned with the client's levels and records.
+"""The server's own view of a run: the `/metrics` samples of `server_metrics.csv` (columns: `vlab.core.telemetry`),
+loaded, turned into per-window rates, and aligned with the client's levels and records.
 
 Definitions (all times wall-clock Unix seconds; a sample's time `t_s` is the middle of its scrape):
 
@@ -16,7 +16,7 @@ Definitions (all times wall-clock Unix seconds; a sample's time `t_s` is the mid
   token (t_start_s + ttft_ms/1000) — or end, for E2E — falls in (t_a, t_b]: the same requests the server observed
   then. overhead = client mean − server mean: network, HTTP and API-server front end, and client time.
   ITL compares the server's inter-token mean with the client's pooled mean gap Σ(e2e − ttft)/Σ(n_events − 1)
-  over requests ending in (t_a, t_b].
+  over requests ending in (t_a, t_b]. The server's output rate there: Σ Δgeneration_tokens / (t_b − t_a).
 """
 
 from __future__ import annotations
@@ -30,13 +30,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from vlab.core.runfolder import SERVER_METRICS_CSV as METRICS_CSV
+from vlab.core.runfolder import SERVER_METRICS_JSON as METRICS_JSON
+from vlab.core.telemetry import SERVER_COUNTERS, SERVER_HISTOGRAMS
+
 if TYPE_CHECKING:
     from analysis.load import RunData
 
-METRICS_CSV = "server_metrics.csv"
-METRICS_JSON = "server_metrics.json"
-COUNTERS = ("preemptions", "prefix_queries", "prefix_hits", "prompt_tokens", "generation_tokens")
-HISTOGRAMS = ("ttft", "itl", "e2e", "queue_time")
+COUNTERS = SERVER_COUNTERS
+HISTOGRAMS = SERVER_HISTOGRAMS
 FOREIGN_MARGIN = 0.10
 """Server-observed requests above the client's count by more than this fraction (+2) mean other clients."""
 
@@ -255,6 +257,11 @@ def summarize_server(run: RunData, table: pd.DataFrame) -> ServerSummary:
             rec[f"client_{name}_mean_ms"] = client
             rec[f"client_{name}_n"] = n_client
             rec[f"{name}_overhead_ms"] = client - server_s * 1000.0
+        rec["server_gen_tok_per_s"] = (
+            float(np.nansum(f["d_generation_tokens"].to_numpy()[span])) / (hi - lo)
+            if "d_generation_tokens" in f and math.isfinite(lo) and hi > lo
+            else math.nan
+        )
         queue_s, _ = _ratio_sum(f, "d_queue_time_sum", "d_queue_time_count", span)
         rec["server_queue_mean_ms"] = queue_s * 1000.0
         itl_s, _ = _ratio_sum(f, "d_itl_sum", "d_itl_count", span)

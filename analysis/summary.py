@@ -1,47 +1,50 @@
-"""Per-level summary of a run, headline numbers and the knee. Metric formulas come from `vlab.core.metrics`.
+"""Per-level summary of a run and its headline numbers, with how sure each one is. Computing only: `analysis.pipeline`
+assembles it with the client's health, the server's view and the observations.
 
-Per level (rows of levels.csv), with the measurement window W = [start_s + warmup_s, end_s − cooldown_s] (Unix s):
+Per level (rows of levels.csv; `end_s` is when the level stopped starting requests, before any drain):
 
-- measured requests = successful requests whose `t_start_s` is in W. Their TTFT, E2E, TPOT, per-request mean ITL
-  (`itl_mean_ms`), queue wait, and the pooled ITL gaps of their token events (tokens.csv) are summarized with
-  `vlab.core.metrics.summarize` (n, mean, std, p50, p90, p95, p99, p99.9, min, max; all in ms).
-- throughput = `vlab.core.metrics.throughput` over the successful requests whose end (t_start_s + e2e_ms/1000) is in W:
-  output tok/s, total tok/s, req/s. Output tokens are `completion_tokens`, or `n_events` when the server sent no
-  usage (−1); prompt tokens are `prompt_tokens`, or `prompt_tokens_requested` when unknown.
-- goodput: among all requests (ok or failed) ending in W, those that succeeded and `meets_slo` every objective set;
-  `vlab.core.metrics.goodput` → (req/s, fraction). Without an SLO every success counts.
-- errors: failed requests sent during the whole level (warm-up and cool-down included, so nothing is hidden), by
-  `error_kind`; error_rate = failed / all requests sent in the level.
-- token checks over measured requests: prompt mismatch (prompt_tokens_requested ≥ 0, prompt_tokens ≥ 0 and
-  prompt_tokens ≠ prompt_tokens_requested), completion mismatch (completion_tokens ≥ 0 and ≠ max_tokens),
-  multi_token count.
-- open loop only: target rate, achieved arrival rate = requests whose scheduled arrival (t_start_s −
-  queue_wait_ms/1000) is in W, divided by |W|; arrivals that waited = those with queue_wait_ms > 1.
+- outcomes (`vlab.core.metrics.outcomes`): every request of the level is ok, failed, cut off or rate limited;
+  error_rate = failed / (ok + failed); cut-off requests are never failures, never against an SLO.
+- window W = [steady_start_s, end_s − cooldown_s]: steady_start_s is the later of start_s + warmup_s and, with
+  `load.steady_state: auto`, the send time of the first request after the start-up transient that MSER-5 finds in
+  the level's TTFT and E2E (`vlab.core.stats.steady_state_start`).
+- measured requests = successful requests of the level sent inside W. Their per-request distributions (the record
+  columns that declare `summarize`, `vlab.core.records`) and the pooled ITL gaps of their token events are
+  summarized with `vlab.core.metrics.summarize`; p50/p90/p99 of TTFT, ITL, TPOT and E2E get 95% confidence
+  intervals (`vlab.core.stats.quantile_ci`; ITL resamples whole requests).
+- throughput over W = output tokens received inside W / |W| (token events of tokens.csv at their arrival times,
+  whatever level sent them: what the server delivered then), with a 95% interval from the per-second token counts;
+  without tokens.csv, request spans are prorated (`vlab.core.metrics.tokens_in_window`). req/s = successful
+  requests that ended inside W / |W|.
+- goodput: requests of the level sent inside W that were not cut off; those that succeeded and meet every SLO
+  (`meets_slo`) → goodput req/s = meeting / |W| and slo_fraction = meeting / those requests.
+- token checks over measured requests: prompt mismatch, completion mismatch (early stops), multi-token events.
+- open loop: achieved arrival rate = arrivals due inside W / |W| (due = t_start_s − queue_wait_ms/1000); an
+  arrival waited for a slot only when every slot was busy (`waited_for_slot`); the other arrivals' send lateness is
+  the generator's dispatch lag (p50/p99/max, ms).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from analysis.load import RunData, pooled_gaps
-from vlab.core.metrics import goodput, meets_slo, summarize, throughput
+from analysis.load import RunData, TokenPass, token_pass
+from vlab.core.metrics import Outcome, error_rate, goodput, meets_slo, outcomes, summarize, tokens_in_window
+from vlab.core.records import SUMMARIZED
+from vlab.core.stats import MIN_SAMPLES, Interval, distinguishable, mean_ci, quantile_ci, steady_state_start
 
-LATENCY_METRICS: dict[str, str] = {
-    "ttft": "TTFT",
-    "e2e": "E2E",
-    "tpot": "TPOT",
-    "itl": "ITL (pooled gaps)",
-    "itl_mean": "ITL (per-request mean)",
-    "queue_wait": "Queue wait",
-    "retrieval": "Retrieval (RAG, before the request)",
+METRICS: dict[str, tuple[str, str]] = {
+    **{name.removesuffix("_ms"): (col.label, col.unit) for name, col in SUMMARIZED.items()},
+    "itl": ("ITL (pooled gaps)", "ms"),
 }
-TOKEN_METRICS: dict[str, str] = {"prompt_tokens": "Prompt tokens (server usage)"}
-"""Distributions in tokens, reported per level like the latencies."""
+"""Summarized distribution key → (label, unit): the records' declared ones, plus the pooled ITL gaps."""
+CI_METRICS: tuple[str, ...] = ("ttft", "itl", "tpot", "e2e")
+CI_QUANTILES: tuple[tuple[str, float], ...] = (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))
 STATS: tuple[str, ...] = ("n", "mean", "std", "p50", "p90", "p95", "p99", "p999", "min", "max")
 KNEE_THROUGHPUT_GAIN = 0.10
 """Knee: the next level adds less than this relative output throughput …"""
@@ -49,12 +52,11 @@ KNEE_LATENCY_GROWTH = 0.50
 """… while its p50 TTFT or p50 E2E grows by more than this."""
 SLO_ATTAINMENT = 0.90
 """A level meets the SLOs when at least this fraction of its requests meet every objective."""
-WAIT_THRESHOLD_MS = 1.0
 
 
 @dataclass
 class LevelStats:
-    """The pooled ITL gaps and TTFT values of one level, kept for the plots (not written to summary files)."""
+    """What the plots need beyond the table: the pooled ITL gaps and TTFT values of one level's measured requests."""
 
     gaps_ms: np.ndarray
     ttft_ms: np.ndarray
@@ -62,140 +64,130 @@ class LevelStats:
 
 @dataclass
 class Headline:
-    """The run in four numbers; levels are given by index and target."""
+    """The run in a few numbers, each with whether the data supports it (`*_supported`) and on how many requests."""
 
     max_output_tps: float = math.nan
     max_output_tps_level: int | None = None
     max_output_tps_target: float | None = None
+    max_output_tps_n: int = 0
+    max_output_tps_distinct: bool = False
+    """Its interval does not overlap the next best level's: the maximum is where it says."""
     knee_level: int | None = None
     knee_target: float | None = None
+    knee_supported: bool = True
+    """False when a comparison the knee rests on had too few requests or overlapping intervals."""
     slo_set: bool = False
     best_slo_level: int | None = None
     best_slo_target: float | None = None
     best_slo_goodput_rps: float = math.nan
     best_slo_fraction: float = math.nan
+    best_slo_n: int = 0
 
 
 @dataclass
 class RunSummary:
-    """Everything the report shows about one run."""
+    """Everything the report shows about one run (filled by `analysis.pipeline.analyze`)."""
 
     run: RunData
     table: pd.DataFrame
-    """One row per level; columns listed in `summary_columns`."""
+    """One row per level (see the module docstring for the columns)."""
     errors: pd.DataFrame
-    """Failed requests: one row per (level, error_kind) with count and the most common message."""
+    """Failed requests (cut off and rate limited included, by kind): level, target, error_kind, count, example."""
     headline: Headline
     per_level: dict[int, LevelStats] = field(default_factory=dict)
+    tokens: TokenPass | None = None
     observations: list[str] = field(default_factory=list)
     server: Any = None
-    """The server's /metrics view (`analysis.server_metrics.ServerSummary`), set by `summarize_run`."""
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "run": str(self.run.path),
-            "label": self.run.label,
-            "status": self.run.meta.get("status"),
-            "open_loop": self.run.open_loop,
-            "warmup_s": self.run.warmup_s,
-            "cooldown_s": self.run.cooldown_s,
-            "slo": self.run.slo,
-            "headline": _clean(asdict(self.headline)),
-            "observations": self.observations,
-            "levels": [_clean(r) for r in self.table.to_dict(orient="records")],
-            "errors": [_clean(r) for r in self.errors.to_dict(orient="records")],
-            "server_metrics": _clean(self.server.to_json()) if self.server is not None else None,
-        }
+    """The server's /metrics view (`analysis.server_metrics.ServerSummary`)."""
+    gpu: Any = None
+    """GPU telemetry and the physical limit (`analysis.gpu`), when the run has them."""
 
 
-def _clean(obj: Any) -> Any:
-    """JSON-safe: NaN/inf → None, numpy scalars → Python."""
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
+def _steady_start(run: RunData, req: pd.DataFrame, in_level: np.ndarray, ok: np.ndarray, lo: float, hi: float) -> float:
+    """The send time where the level's steady state begins (≥ lo); lo when none is detected or it is switched off."""
+    if run.load_config.steady_state == "off":
+        return lo
+    start = req["t_start_s"].to_numpy()
+    sel = np.flatnonzero(in_level & ok & (start >= lo) & (start <= hi))
+    if sel.size < 20:
+        return lo
+    sel = sel[np.argsort(start[sel], kind="stable")]
+    cut = max(
+        steady_state_start(req["ttft_ms"].to_numpy()[sel]),
+        steady_state_start(req["e2e_ms"].to_numpy()[sel]),
+    )
+    return float(start[sel[cut]]) if 0 < cut < sel.size else lo
 
 
-def _level_windows(run: RunData) -> pd.DataFrame:
-    lv = run.levels.copy()
-    lv["window_start_s"] = lv["start_s"] + run.warmup_s
-    lv["window_end_s"] = lv["end_s"] - run.cooldown_s
-    return lv
-
-
-def summarize_run(run: RunData) -> RunSummary:
-    """Compute the per-level table, errors, headline and pooled gaps of one loaded run."""
+def summarize_levels(run: RunData) -> tuple[pd.DataFrame, dict[int, LevelStats], TokenPass]:
+    """The per-level table (module docstring), the plots' per-level values, and the token pass it used."""
     req = run.requests
-    levels = _level_windows(run)
     level_col = req["level"].to_numpy()
     ok = req["ok"].to_numpy()
+    kind = outcomes(ok, req["error_kind"].astype(str).to_numpy())
     start = req["t_start_s"].to_numpy()
     end = req["end_s"].to_numpy()
     completion = req["completion_tokens"].to_numpy()
     out_tokens = np.where(completion >= 0, completion, req["n_events"].to_numpy()).astype(np.float64)
     prompt = req["prompt_tokens"].to_numpy()
     prompt_req = req["prompt_tokens_requested"].to_numpy()
-    prompt_tokens = np.where(prompt >= 0, prompt, np.where(prompt_req >= 0, prompt_req, np.nan)).astype(np.float64)
-    cols = {m: req[f"{m}_ms"].to_numpy() for m in ("ttft", "e2e", "tpot", "itl_mean", "queue_wait", "retrieval")}
+    cols = {name.removesuffix("_ms"): req[name].to_numpy(dtype=float) for name in SUMMARIZED}
     slo = run.slo
     slo_ok = ok & meets_slo(
-        cols["ttft"],
-        cols["itl_mean"],
-        cols["tpot"],
-        cols["e2e"],
-        ttft_max=slo.get("ttft_ms"),
-        itl_max=slo.get("itl_ms"),
-        tpot_max=slo.get("tpot_ms"),
-        e2e_max=slo.get("e2e_ms"),
-    )
+        cols["ttft"], cols["itl_mean"], cols["tpot"], cols["e2e"],
+        ttft_max=slo.get("ttft_ms"), itl_max=slo.get("itl_ms"), tpot_max=slo.get("tpot_ms"), e2e_max=slo.get("e2e_ms"),
+    )  # fmt: skip
 
+    windows: dict[int, tuple[float, float, float]] = {}
     group = np.full(len(req), -1, dtype=np.int64)
-    masks: dict[int, np.ndarray] = {}
-    for row in levels.itertuples(index=False):
+    for row in run.levels.itertuples(index=False):
         lv = int(row.level)
-        measured = ok & (level_col == lv) & (start >= row.window_start_s) & (start <= row.window_end_s)
-        masks[lv] = measured
-        group[measured] = lv
-    gaps = pooled_gaps(run, group)
+        lo, hi = float(row.start_s) + run.warmup_s, float(row.end_s) - run.cooldown_s
+        steady = _steady_start(run, req, level_col == lv, ok, lo, hi)
+        windows[lv] = (lo, steady, hi)
+        group[ok & (level_col == lv) & (start >= steady) & (start <= hi)] = lv
+    tokens = token_pass(run, group)
 
     rows: list[dict[str, Any]] = []
     per_level: dict[int, LevelStats] = {}
-    for row in levels.itertuples(index=False):
+    for row in run.levels.itertuples(index=False):
         lv = int(row.level)
-        measured = masks[lv]
-        window = (float(row.window_start_s), float(row.window_end_s))
+        lo, steady, hi = windows[lv]
         in_level = level_col == lv
+        measured = group == lv
+        in_window = in_level & (start >= steady) & (start <= hi)
+        span = max(hi - steady, 0.0)
         rec: dict[str, Any] = {
-            "level": lv,
-            "target": float(row.target),
-            "start_s": float(row.start_s),
-            "end_s": float(row.end_s),
-            "window_start_s": window[0],
-            "window_end_s": window[1],
-            "n_sent": int(in_level.sum()),
-            "n_measured": int(measured.sum()),
-        }
-        ends_in = (end >= window[0]) & (end <= window[1])
-        done = ok & ends_in
-        tp = throughput(end[done], out_tokens[done], prompt_tokens[done], window)
+            "level": lv, "target": float(row.target), "start_s": float(row.start_s), "end_s": float(row.end_s),
+            "ended_by": str(row.ended_by or ""), "window_start_s": steady, "window_end_s": hi,
+            "warmup_end_s": lo, "steady_cut_s": steady - lo, "window_s": span,
+            "n_sent": int(in_level.sum()), "n_measured": int(measured.sum()),
+            "n_ok": int((in_level & (kind == Outcome.OK)).sum()),
+            "n_failed": int((in_level & (kind == Outcome.FAILED)).sum()),
+            "n_cut_off": int((in_level & (kind == Outcome.CUT_OFF)).sum()),
+            "n_rate_limited": int((in_level & (kind == Outcome.RATE_LIMITED)).sum()),
+        }  # fmt: skip
+        rec["error_rate"] = error_rate(rec["n_failed"], rec["n_ok"])
+        ends_in = ok & (end >= steady) & (end <= hi)
+        rec["n_completed"] = int(ends_in.sum())
+        if run.tokens_path is not None:
+            received = tokens.tokens_between(steady, hi)
+            per_second = tokens.per_second(steady, hi)
+        else:
+            first = start + cols["ttft"] / 1000.0
+            received = tokens_in_window(first, end, np.where(ok, out_tokens, np.nan), (steady, hi))
+            per_second = np.empty(0)
+        rate = received / span if span > 0 else math.nan
+        ci = mean_ci(per_second) if per_second.size >= 5 else Interval(rate, math.nan, math.nan)
+        prompt_tokens = np.where(prompt >= 0, prompt, np.where(prompt_req >= 0, prompt_req, np.nan)).astype(float)
         rec.update(
-            window_s=tp.window_s,
-            n_completed=int(done.sum()),
-            req_per_s=tp.requests_per_s,
-            output_tok_per_s=tp.output_tokens_per_s,
-            total_tok_per_s=tp.total_tokens_per_s,
-        )
-        n_meeting = int((slo_ok & ends_in).sum())
-        n_ending = int(ends_in.sum())
-        good_rps, good_frac = goodput(n_meeting, n_ending, tp.window_s)
-        rec.update(goodput_req_per_s=good_rps, slo_fraction=good_frac)
-        failed = in_level & ~ok
-        rec.update(n_failed=int(failed.sum()), error_rate=float(failed.sum() / max(int(in_level.sum()), 1)))
+            output_tok_per_s=rate, output_tok_per_s_lo=ci.lo, output_tok_per_s_hi=ci.hi,
+            req_per_s=rec["n_completed"] / span if span > 0 else math.nan,
+            total_tok_per_s=(received + float(np.nansum(prompt_tokens[ends_in]))) / span if span > 0 else math.nan,
+        )  # fmt: skip
+        pool = in_window & (kind != Outcome.CUT_OFF)
+        good_rps, good_frac = goodput(int((slo_ok & in_window).sum()), int(pool.sum()), span)
+        rec.update(goodput_req_per_s=good_rps, slo_fraction=good_frac, slo_n=int(pool.sum()))
         pm = measured & (prompt_req >= 0) & (prompt >= 0) & (prompt != prompt_req)
         cm = measured & (completion >= 0) & (completion != req["max_tokens"].to_numpy())
         rec.update(
@@ -204,41 +196,47 @@ def summarize_run(run: RunData) -> RunSummary:
             multi_token=int((measured & req["multi_token"].to_numpy()).sum()),
         )
         if run.open_loop:
-            arrival = start - cols["queue_wait"] / 1000.0
-            arrived = in_level & (arrival >= window[0]) & (arrival <= window[1])
-            n_arr = int(arrived.sum())
-            waited = int((arrived & (cols["queue_wait"] > WAIT_THRESHOLD_MS)).sum())
-            rec.update(
-                target_rate=float(row.target),
-                achieved_rate=n_arr / tp.window_s if tp.window_s > 0 else math.nan,
-                n_arrivals=n_arr,
-                n_waited=waited,
-                waited_fraction=waited / n_arr if n_arr else math.nan,
-            )
-        level_gaps = gaps.get(lv, np.empty(0, dtype=np.float32))
-        for metric in LATENCY_METRICS:
+            rec.update(_open_loop(req, in_level, cols["queue_wait"], steady, hi, float(row.target)))
+        level_gaps = tokens.gaps.get(lv, np.empty(0, dtype=np.float32))
+        for metric in METRICS:
             values = level_gaps if metric == "itl" else cols[metric][measured]
             rec.update(summarize(values).as_dict(prefix=f"{metric}_"))
-        rec.update(summarize(prompt_tokens[measured]).as_dict(prefix="prompt_tokens_"))
+            if metric in CI_METRICS:
+                groups = tokens.gap_rows.get(lv) if metric == "itl" else None
+                for stat, q in CI_QUANTILES:
+                    interval = quantile_ci(values, q, groups=groups)
+                    rec[f"{metric}_{stat}_lo"], rec[f"{metric}_{stat}_hi"] = interval.lo, interval.hi
+        first_chunk = req["first_chunk_ms"].to_numpy(dtype=float)[measured]
+        rec.update(summarize(first_chunk).as_dict(prefix="first_chunk_"))
         rows.append(rec)
         per_level[lv] = LevelStats(gaps_ms=level_gaps, ttft_ms=cols["ttft"][measured])
-    from analysis.client_monitor import attach
-
-    table = attach(pd.DataFrame(rows), run.path)
-    errors = _errors(run)
-    summary = RunSummary(run, table, errors, headline(table, bool(slo)), per_level)
-    # server side (vLLM /metrics samples), aligned with the levels above; see analysis.server_metrics
-    from analysis.server_metrics import summarize_server
-
-    summary.server = summarize_server(run, table)
-    from analysis.observations import observe
-
-    summary.observations = observe(summary)
-    return summary
+    return pd.DataFrame(rows), per_level, tokens
 
 
-def _errors(run: RunData) -> pd.DataFrame:
-    """Failed requests by level and kind: count and the most common message (raw text: escape when shown)."""
+def _open_loop(
+    req: pd.DataFrame, in_level: np.ndarray, queue_wait: np.ndarray, lo: float, hi: float, target: float
+) -> dict[str, Any]:
+    """Achieved arrival rate, real slot waits and the generator's dispatch lag (module docstring)."""
+    due = req["t_start_s"].to_numpy() - queue_wait / 1000.0
+    arrived = in_level & (due >= lo) & (due <= hi)
+    waited = arrived & req["waited_for_slot"].to_numpy()
+    lag = summarize(queue_wait[arrived & ~waited])
+    n = int(arrived.sum())
+    span = hi - lo
+    return {
+        "target_rate": target,
+        "achieved_rate": n / span if span > 0 else math.nan,
+        "n_arrivals": n,
+        "n_waited": int(waited.sum()),
+        "waited_fraction": int(waited.sum()) / n if n else math.nan,
+        "dispatch_lag_p50_ms": lag.p50,
+        "dispatch_lag_p99_ms": lag.p99,
+        "dispatch_lag_max_ms": lag.max,
+    }
+
+
+def errors_table(run: RunData) -> pd.DataFrame:
+    """Requests that did not succeed, by level and kind: count and the most common message (raw text: escape it)."""
     failed = run.requests.loc[~run.requests["ok"], ["level", "level_target", "error_kind", "error"]]
     if failed.empty:
         return pd.DataFrame(columns=["level", "target", "error_kind", "count", "example"])
@@ -252,24 +250,51 @@ def _errors(run: RunData) -> pd.DataFrame:
     return out[["level", "target", "error_kind", "count", "example"]]
 
 
-def find_knee(table: pd.DataFrame) -> int | None:
-    """Index (row position) of the knee level, or None.
+# --------------------------------------------------------------------------------------------------- headline
+def interval(row: Any, metric: str, stat: str = "p50") -> Interval:
+    """A level's estimate of `metric_stat` and its interval (output tok/s has one too)."""
+    if metric == "output_tok_per_s":
+        return Interval(float(row["output_tok_per_s"]), float(row["output_tok_per_s_lo"]),
+                        float(row["output_tok_per_s_hi"]))  # fmt: skip
+    key = f"{metric}_{stat}"
+    return Interval(float(row[key]), float(row.get(f"{key}_lo", math.nan)), float(row.get(f"{key}_hi", math.nan)))
 
-    Walking the levels in order, the knee is the first level i whose next level i+1 raises output tok/s by less
-    than KNEE_THROUGHPUT_GAIN (10 %) while its p50 TTFT or p50 E2E grows by more than KNEE_LATENCY_GROWTH (50 %):
-    beyond it, more load buys latency, not throughput.
+
+def enough(row: Any) -> bool:
+    """A level with at least MIN_SAMPLES measured requests."""
+    return int(row["n_measured"]) >= MIN_SAMPLES
+
+
+def find_knee(table: pd.DataFrame) -> tuple[int | None, bool]:
+    """(row position of the knee level or None, whether the data supports the answer).
+
+    Walking the levels in order of target, the knee is the first level i whose next level raises output tok/s by
+    less than KNEE_THROUGHPUT_GAIN (10 %) while its p50 TTFT or p50 E2E grows by more than KNEE_LATENCY_GROWTH (50 %)
+    — and that growth is real (the two levels' intervals do not overlap). A comparison between levels with fewer
+    than MIN_SAMPLES measured requests is not supported: then no knee is named.
     """
-    tps = table["output_tok_per_s"].to_numpy(dtype=float)
-    ttft = table["ttft_p50"].to_numpy(dtype=float)
-    e2e = table["e2e_p50"].to_numpy(dtype=float)
-    for i in range(len(table) - 1):
-        if not (np.isfinite(tps[i]) and tps[i] > 0 and np.isfinite(tps[i + 1])):
+    t = table[table["n_measured"] > 0].sort_values("target", kind="stable")
+    supported = True
+    for i in range(len(t) - 1):
+        a, b = t.iloc[i], t.iloc[i + 1]
+        if a["target"] == b["target"]:
             continue
-        gain = tps[i + 1] / tps[i] - 1.0
-        grow = max(_growth(ttft[i], ttft[i + 1]), _growth(e2e[i], e2e[i + 1]))
-        if gain < KNEE_THROUGHPUT_GAIN and grow > KNEE_LATENCY_GROWTH:
-            return i
-    return None
+        tps_a, tps_b = float(a["output_tok_per_s"]), float(b["output_tok_per_s"])
+        if not (np.isfinite(tps_a) and tps_a > 0 and np.isfinite(tps_b)):
+            continue
+        gain = tps_b / tps_a - 1.0
+        grows = [
+            m for m in ("ttft", "e2e")
+            if _growth(float(a[f"{m}_p50"]), float(b[f"{m}_p50"])) > KNEE_LATENCY_GROWTH
+        ]  # fmt: skip
+        if gain < KNEE_THROUGHPUT_GAIN and grows:
+            if not (enough(a) and enough(b)):
+                supported = False
+                continue
+            if any(distinguishable(interval(a, m), interval(b, m)) for m in grows):
+                return int(table.index.get_loc(t.index[i])), True
+            supported = False
+    return None, supported
 
 
 def _growth(a: float, b: float) -> float:
@@ -277,37 +302,36 @@ def _growth(a: float, b: float) -> float:
 
 
 def headline(table: pd.DataFrame, slo_set: bool) -> Headline:
-    """Max output throughput, the knee and the highest level meeting the SLOs (≥ SLO_ATTAINMENT of requests)."""
+    """Max output throughput, the knee and the highest level meeting the SLOs (≥ SLO_ATTAINMENT of its requests,
+    with at least MIN_SAMPLES of them), each with its support."""
     h = Headline(slo_set=slo_set)
     if table.empty:
         return h
     tps = table["output_tok_per_s"].to_numpy(dtype=float)
     if np.isfinite(tps).any():
-        i = int(np.nanargmax(tps))
+        order = np.argsort(-np.nan_to_num(tps, nan=-np.inf))
+        i = int(order[0])
+        row = table.iloc[i]
         h.max_output_tps = float(tps[i])
-        h.max_output_tps_level = int(table["level"].iat[i])
-        h.max_output_tps_target = float(table["target"].iat[i])
-    knee = find_knee(table)
+        h.max_output_tps_level = int(row["level"])
+        h.max_output_tps_target = float(row["target"])
+        h.max_output_tps_n = int(row["n_measured"])
+        others = [table.iloc[int(j)] for j in order[1:] if np.isfinite(tps[int(j)])]
+        h.max_output_tps_distinct = enough(row) and all(
+            distinguishable(interval(row, "output_tok_per_s"), interval(o, "output_tok_per_s")) for o in others[:1]
+        )
+    knee, h.knee_supported = find_knee(table)
     if knee is not None:
         h.knee_level = int(table["level"].iat[knee])
         h.knee_target = float(table["target"].iat[knee])
     if slo_set:
         frac = table["slo_fraction"].to_numpy(dtype=float)
-        meeting = np.flatnonzero(frac >= SLO_ATTAINMENT)
+        meeting = np.flatnonzero((frac >= SLO_ATTAINMENT) & (table["slo_n"].to_numpy() >= MIN_SAMPLES))
         if meeting.size:
             best = int(meeting[np.argmax(table["target"].to_numpy()[meeting])])
             h.best_slo_level = int(table["level"].iat[best])
             h.best_slo_target = float(table["target"].iat[best])
             h.best_slo_goodput_rps = float(table["goodput_req_per_s"].iat[best])
             h.best_slo_fraction = float(frac[best])
+            h.best_slo_n = int(table["slo_n"].iat[best])
     return h
-
-
-def write_summary_files(summary: RunSummary, folder: Any) -> None:
-    """summary.csv (one row per level) and summary.json (headline, observations, levels, errors) in `folder`."""
-    import json
-    from pathlib import Path
-
-    folder = Path(folder)
-    summary.table.to_csv(folder / "summary.csv", index=False, float_format="%.6g", lineterminator="\n")
-    (folder / "summary.json").write_text(json.dumps(_clean(summary.to_json()), indent=2) + "\n")

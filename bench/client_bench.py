@@ -74,7 +74,8 @@ class FakeServer:
         ready = workdir / f"ready-{time.monotonic_ns()}"
         with open(workdir / "server.log", "a") as log:
             self.proc = subprocess.Popen(
-                [PY, str(REPO / "vlab/testing/fake_sse_server.py"), "--port", "0", "--ready-file", str(ready), "--mode", mode,
+                [PY, str(REPO / "vlab/testing/fake_sse_server.py"), "--port", "0", "--ready-file", str(ready),
+                 "--mode", mode,
                  "--interval-ms", str(interval_ms), "--cpu", str(SERVER_CPU)],
                 stdout=subprocess.DEVNULL, stderr=log, start_new_session=True,
             )  # fmt: skip

@@ -26,8 +26,7 @@ from server.launcher import serving
 from vlab.commands.sweep import run_locust
 from vlab.core.metrics import summarize, throughput
 from vlab.core.paths import MODELS_DIR, SERVER_VENV
-from vlab.core.records import REQUESTS_CSV, TOKENS_CSV
-from vlab.core.runfolder import LEVELS_CSV
+from vlab.core.runfolder import LEVELS_CSV, REQUESTS_CSV, TOKENS_CSV
 from vlab.core.scenario import load_scenario
 
 METRICS = ("mean_ttft_ms", "mean_tpot_ms", "mean_itl_ms", "output_throughput")

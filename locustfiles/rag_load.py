@@ -4,8 +4,6 @@ locust -f locustfiles/rag_load.py --scenario scenarios/rag.yaml --headless
 """
 
 from rag.load_user import RagUser
-from vlab.locust.plugin import shape_from_argv
+from vlab.locust import plugin  # noqa: F401  (registers the suite's Locust hooks)
 
 __all__ = ["RagUser"]
-
-ScenarioShape = shape_from_argv()

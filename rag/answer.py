@@ -5,36 +5,12 @@ Server failures (nothing listening, wrong URL, HTTP errors) become `UserError`s 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import Any
 
 from vlab.core.errors import UserError
 
-DEFAULT_HOST = os.environ.get("VLAB_HOST", "http://127.0.0.1:8000")
-DEFAULT_TIMEOUT_S = 60.0
 DEFAULT_MAX_TOKENS = 256
-
-
-def api_base(host: str) -> str:
-    """`http://h:p` or `http://h:p/v1` → the `/v1` base URL the openai client expects."""
-    host = host.strip().rstrip("/")
-    if "://" not in host:
-        raise UserError(f"--host must be a URL such as http://127.0.0.1:8000, got {host!r}", exit_code=2)
-    return host if host.endswith("/v1") else f"{host}/v1"
-
-
-def make_client(host: str, timeout_s: Any = DEFAULT_TIMEOUT_S, api_key: str | None = None) -> Any:
-    """An `openai.OpenAI` client for `host`, without retries (a dead server should fail at once). `timeout_s`:
-    seconds, or an `openai.Timeout`; `api_key` defaults to $OPENAI_API_KEY, then "EMPTY"."""
-    import openai
-
-    return openai.OpenAI(
-        base_url=api_base(host),
-        api_key=api_key if api_key is not None else os.environ.get("OPENAI_API_KEY", "EMPTY"),
-        timeout=timeout_s,
-        max_retries=0,
-    )
 
 
 def _server_error(client: Any, exc: Exception) -> UserError:

@@ -46,9 +46,10 @@ def _k_list(text: str) -> list[int]:
 
 def add_subcommand(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add `rag` with its `ingest`, `ask` and `eval` subcommands to the `vlab` parser."""
-    from rag.answer import DEFAULT_HOST, DEFAULT_MAX_TOKENS
+    from rag.answer import DEFAULT_MAX_TOKENS
     from rag.chunking import DEFAULT_CHUNK_TOKENS, DEFAULT_OVERLAP, STRATEGIES
     from rag.evaluate import DEFAULT_CONFIGS, SAMPLE_PDFS, SAMPLE_QUESTIONS
+    from vlab.client.http import DEFAULT_HOST
 
     rag = subparsers.add_parser("rag", help="PDF retrieval-augmented generation against the server")
     commands = rag.add_subparsers(dest="rag_command", required=True, metavar="{ingest,ask,eval}")
@@ -120,9 +121,10 @@ def run_ingest(args: argparse.Namespace) -> int:
 
 
 def run_ask(args: argparse.Namespace) -> int:
-    from rag.answer import first_model, make_client, stream_answer
+    from rag.answer import first_model, stream_answer
     from rag.prompt import build_messages, format_sources
     from rag.retrieval import Retriever
+    from vlab.client.openai_sdk import make_client
 
     question = args.question.strip()
     if not question:

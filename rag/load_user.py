@@ -11,12 +11,13 @@ from __future__ import annotations
 import time
 
 import gevent
-from locust import User, constant, task
+from locust import task
 
 from vlab.core.errors import UserError
 from vlab.core.scenario import RagConfig
-from vlab.locust.plugin import RunContext, context
-from vlab.locust.user import measure, open_connection
+from vlab.locust.context import RunContext
+from vlab.locust.user import LLMUser, Request
+from vlab.locust.workload import PreparedRequest
 
 _RETRIEVERS: dict[tuple[str, str], object] = {}
 
@@ -42,37 +43,43 @@ def open_retriever(rag: RagConfig):
     return _RETRIEVERS[key]
 
 
-class RagUser(User):
+class RagUser(LLMUser):
     """Closed loop: a question, its retrieval, its grounded streamed answer; then the next question."""
 
-    wait_time = constant(0)
-
-    def on_start(self) -> None:
-        self.ctx: RunContext = context()
-        rag = self.ctx.scenario.data.rag
+    @classmethod
+    def prepare(cls, ctx: RunContext) -> None:
+        """Open the retriever once per process, before any load clock starts (ingesting the corpus if needed)."""
+        rag = ctx.scenario.data.rag
         if rag is None:
             raise UserError("locustfiles/rag_load.py needs a scenario with a data.rag section (see scenarios/rag.yaml)")
-        if self.ctx.scenario.api.endpoint != "chat":
+        if ctx.scenario.api.endpoint != "chat":
             raise UserError("data.rag needs api.endpoint: chat")
+        open_retriever(rag)
+
+    def on_start(self) -> None:
+        super().on_start()
+        rag = self.ctx.scenario.data.rag
+        assert rag is not None
         self.rag = rag
         self.retriever = open_retriever(rag)
-        self.user_index = self.ctx.next_user_index()
-        self.conn = open_connection(self.ctx, self.host)
 
-    def on_stop(self) -> None:
-        self.conn.close()
+    def next_request(self, history: list[dict[str, str]] | None = None) -> PreparedRequest:
+        raise NotImplementedError("RagUser builds its requests in generate()")
 
     @task
-    def ask(self) -> None:
+    def generate(self) -> None:
         from rag.prompt import build_messages
 
-        factory = self.ctx.factory
+        ctx = self.ctx
+        factory = ctx.factory
         if factory is None:
             self.stop()
             return
+        ctx.tracker.gate.wait()
         question = factory.next_question()
         t0 = time.perf_counter()
         chunks = gevent.get_hub().threadpool.apply(self.retriever.retrieve, (question, self.rag.k))
         retrieval_ms = (time.perf_counter() - t0) * 1000.0
         prepared = factory.build_messages(build_messages(question, chunks), factory.draw_max_tokens())
-        measure(self.ctx, self.conn, prepared, self.user_index, retrieval_ms=retrieval_ms)
+        sent = self.send(Request(prepared, self.user_index, ctx.tracker.current, retrieval_ms=retrieval_ms))
+        self._back_off_if_unreachable(sent.raw)

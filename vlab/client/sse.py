@@ -11,6 +11,7 @@ import bisect
 import json
 from dataclasses import dataclass, field
 
+from vlab.client.http import describe_body
 from vlab.client.stream import RawStream
 from vlab.core.records import ErrorKind
 
@@ -23,7 +24,9 @@ class StreamResult:
 
     status: int
     first_choice_stamp: float | None = None
+    """The first choice event, role-only chunks included (`first_chunk_ms`)."""
     token_stamps: list[float] = field(default_factory=list)
+    """Each token event (see `vlab.core.metrics`): the first one is TTFT."""
     prompt_tokens: int = -1
     completion_tokens: int = -1
     finish_reason: str = ""
@@ -87,8 +90,11 @@ def parse_stream(raw: RawStream, *, want_text: bool = False) -> StreamResult:
     result = StreamResult(status=raw.status, error_kind=raw.error_kind, error=raw.error)
     if raw.status and not 200 <= raw.status < 300:
         body = b"".join(raw.reads) if not raw.chunked else dechunk(raw)[0]
-        result.error_kind = ErrorKind.HTTP
-        result.error = f"HTTP {raw.status}: {_error_message(body)}"
+        result.error_kind = ErrorKind.RATE_LIMITED if raw.status == 429 else ErrorKind.HTTP
+        result.error = f"HTTP {raw.status}: {describe_body(body)}"
+        retry_after = raw.headers.get("retry-after")
+        if raw.status == 429 and retry_after:
+            result.error += f" (Retry-After: {retry_after[:20]})"
         return result
     if raw.status == 0:
         return result
@@ -125,7 +131,7 @@ def parse_stream(raw: RawStream, *, want_text: bool = False) -> StreamResult:
             if b'"choices"' not in data:
                 if b'"error"' in data or b'"object":"error"' in data:
                     result.error_kind = result.error_kind or ErrorKind.SERVER_ERROR_EVENT
-                    result.error = result.error or _error_message(data)
+                    result.error = result.error or describe_body(data)
                 else:
                     malformed = malformed or f"event without choices: {data[:80]!r}"
                 continue
@@ -149,12 +155,16 @@ def parse_stream(raw: RawStream, *, want_text: bool = False) -> StreamResult:
     return result
 
 
+GENERATED_FIELDS = ("content", "reasoning", "reasoning_content", "tool_calls")
+"""Delta fields that carry generated output: a chunk with none of them (only a role) is not a token event."""
+
+
 def _is_role_only(data: bytes) -> bool:
     try:
         delta = json.loads(data)["choices"][0].get("delta", {})
-    except (ValueError, KeyError, IndexError, TypeError):
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
         return False
-    return "role" in delta and not delta.get("content") and not delta.get("reasoning_content")
+    return isinstance(delta, dict) and "role" in delta and not any(delta.get(k) for k in GENERATED_FIELDS)
 
 
 def _read_choice(data: bytes, result: StreamResult, texts: list[str] | None) -> None:
@@ -188,21 +198,3 @@ def _read_usage(data: bytes, result: StreamResult) -> None:
 def _apply_usage(usage: dict, result: StreamResult) -> None:
     result.prompt_tokens = int(usage.get("prompt_tokens") or -1)
     result.completion_tokens = int(usage.get("completion_tokens") if usage.get("completion_tokens") is not None else -1)
-
-
-def _error_message(body: bytes, limit: int = 300) -> str:
-    """The human part of an OpenAI/vLLM error body (`{"error": {"message": ...}}` or `{"message": ...}`)."""
-    text = body.decode("utf-8", "replace").strip()
-    if text.startswith("data:"):
-        text = text[5:].strip()
-    try:
-        obj = json.loads(text)
-    except ValueError:
-        return text[:limit] or "(empty body)"
-    if isinstance(obj, dict):
-        err = obj.get("error", obj)
-        if isinstance(err, dict) and err.get("message"):
-            return str(err["message"])[:limit]
-        if isinstance(err, str):
-            return err[:limit]
-    return text[:limit]

@@ -3,7 +3,8 @@
 Why not Locust's FastHttpUser or requests: their line readers buffer (geventhttpclient's `iter_lines` waits for
 1 KiB, so TTFT was 62 ms when the truth was 1 ms) or cost more CPU per token (see docs/performance.md). Here the
 loop is `recv` → stamp → append; de-chunking, SSE splitting and JSON decoding happen after the last byte
-(`vlab.client.sse.parse_stream`, run by `vlab.locust.finisher` between other streams' reads), where they cannot delay a stamp.
+(`vlab.client.sse.parse_stream`, run by `vlab.locust.finisher` between other streams' reads), where they cannot
+delay a stamp.
 
 Stamps are `time.perf_counter()` seconds taken right after `recv` returns, or, with `kernel_timestamps`, the
 kernel's receive time of the data (SO_TIMESTAMPNS via `recvmsg`, mapped onto perf_counter), which does not depend on
@@ -19,9 +20,8 @@ import ssl
 import struct
 import time
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
-from vlab.core.errors import UserError
+from vlab.client.http import parse_base_url
 from vlab.core.records import ErrorKind
 
 _TERMINAL_CHUNK = b"\r\n0\r\n\r\n"
@@ -47,6 +47,8 @@ class RawStream:
     """The body ended as HTTP framed it (terminal chunk, Content-Length reached, or clean close)."""
     error_kind: str = ""
     error: str = ""
+    seen: int = 0
+    """Reads already looked at by the live view (`vlab.locust.monitor`); never used for the records."""
 
 
 class StreamConnection:
@@ -59,23 +61,17 @@ class StreamConnection:
         connect_timeout_s: float = 10.0,
         read_timeout_s: float = 60.0,
         api_key: str | None = None,
+        headers: dict[str, str] | None = None,
         kernel_timestamps: bool = True,
     ) -> None:
-        parts = urlsplit(base_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise UserError(f"invalid server URL {base_url!r}: expected http://host:port or https://host:port")
-        self.host = parts.hostname
-        self.tls = parts.scheme == "https"
-        self.port = parts.port or (443 if self.tls else 80)
-        self.prefix = parts.path.rstrip("/")
-        if self.prefix.endswith("/v1"):  # accept both http://h:p and http://h:p/v1 as the base URL
-            self.prefix = self.prefix[:-3]
+        url = parse_base_url(base_url)
+        self.host, self.port, self.tls, self.prefix = url.host, url.port, url.tls, url.prefix
         self.connect_timeout_s = connect_timeout_s
         self.read_timeout_s = read_timeout_s
-        host_header = self.host if parts.port is None else f"{self.host}:{self.port}"
+        extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
         auth = f"Authorization: Bearer {api_key}\r\n" if api_key else ""
         self._head = (
-            f"Host: {host_header}\r\nContent-Type: application/json\r\nAccept: text/event-stream\r\n{auth}"
+            f"Host: {url.host_header}\r\nContent-Type: application/json\r\nAccept: text/event-stream\r\n{auth}{extra}"
         ).encode()
         self.kernel_timestamps = kernel_timestamps and not self.tls
         self._sock: socket.socket | None = None

@@ -2,7 +2,7 @@
 
 Each probe is one level (the scenario's first stage, at another load) run as its own short Locust run in
 `RUN_DIR/probe-<n>-<load>/`, judged like the report judges a level: it is *good* when at least
-`analysis.summary.SLO_ATTAINMENT` of its measured requests meet every SLO set. The search doubles the load from the
+`analysis.summary.SLO_ATTAINMENT` of its requests meet every SLO set. The search doubles the load from the
 first stage's value until a probe fails (coarse), then bisects between the last good and the first bad load until
 they are adjacent (users) or within 10% (rates). The answer — that load and its goodput — goes to the terminal,
 `RUN_DIR/adaptive.json`, and a comparison report of all probes (`RUN_DIR/index.html`).
@@ -45,10 +45,10 @@ def _probe_scenario(scenario: Scenario, target: float) -> dict:
 
 
 def _judge(run_dir: Path, target: float) -> Probe:
-    from analysis.load import load_run
-    from analysis.summary import SLO_ATTAINMENT, summarize_run
+    from analysis.pipeline import analyze
+    from analysis.summary import SLO_ATTAINMENT
 
-    row = summarize_run(load_run(run_dir)).table.iloc[-1]
+    row = analyze(run_dir).table.iloc[-1]
     fraction = float(row["slo_fraction"])
     good = bool(row["n_measured"] > 0 and math.isfinite(fraction) and fraction >= SLO_ATTAINMENT)
     return Probe(

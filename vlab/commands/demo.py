@@ -7,11 +7,10 @@ the last line printed.
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from vlab.core.paths import SCENARIOS_DIR
-from vlab.core.runfolder import new_run_dir
+from vlab.core.runfolder import SERVER_LOG, new_run_dir
 from vlab.core.scenario import load_scenario
 
 
@@ -24,20 +23,18 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from analysis.report import build_report
     from server.launcher import find_free_port, start_server
     from server.profile import load_profile
-    from vlab.commands.sweep import run_locust
+    from vlab.commands.runner import run_locust
+    from vlab.commands.sweep import report_and_table
 
     scenario = load_scenario(args.scenario)
     profile = load_profile(args.profile)
     port = args.port or find_free_port()
     run_dir = new_run_dir(scenario.name)
     print(f"starting vLLM ({profile.name}) on 127.0.0.1:{port} ...", flush=True)
-    with start_server(profile, port=port, log_path=run_dir / "server.log") as server:
+    with start_server(profile, port=port, log_path=run_dir / SERVER_LOG) as server:
         print(f"server healthy after {server.startup_s:.1f} s at {server.base_url}", flush=True)
-        os.environ["VLAB_SERVER_PROFILE"] = profile.name
-        run_locust(scenario, args.scenario, run_dir, host=server.base_url)
-    report = build_report([run_dir], run_dir / "index.html")
-    print(f"report: {report}")
-    return 0
+        code = run_locust(scenario, args.scenario, run_dir, host=server.base_url, server_profile=profile.name)
+    report_and_table(run_dir)
+    return code

@@ -18,14 +18,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from vlab.core.errors import UserError
+from vlab.core.jsonsafe import json_safe
 from vlab.core.paths import REPORTS_DIR, SCENARIOS_DIR
-from vlab.core.runfolder import new_run_dir
+from vlab.core.runfolder import REPORT_HTML, REQUESTS_CSV, SERVER_LOG, new_run_dir
 from vlab.core.scenario import load_scenario
 
 
@@ -82,7 +82,7 @@ def run_experiment(exp: Experiment, scenario_path: Path, profiles: tuple[str, ..
     from analysis.report import build_report
     from server.launcher import find_free_port, start_server
     from server.profile import load_profile
-    from vlab.commands.sweep import run_locust
+    from vlab.commands.runner import run_locust
 
     scenario = load_scenario(scenario_path)
     loaded = [load_profile(p) for p in profiles]  # fail on a bad profile before starting anything
@@ -90,26 +90,18 @@ def run_experiment(exp: Experiment, scenario_path: Path, profiles: tuple[str, ..
     folder.mkdir(parents=True, exist_ok=True)
     print(f"experiment {exp.name}: {exp.question}\nfolder {folder}", flush=True)
     runs: list[Path] = []
-    previous = os.environ.get("VLAB_SERVER_PROFILE")
-    try:
-        for profile in loaded:
-            run_dir = new_run_dir(f"{scenario.name}-{profile.name}", folder)
-            port = find_free_port()
-            print(f"[{profile.name}] starting vLLM on 127.0.0.1:{port} ...", flush=True)
-            with start_server(profile, port=port, log_path=run_dir / "server.log") as server:
-                print(f"[{profile.name}] healthy after {server.startup_s:.1f} s; running {scenario.name}", flush=True)
-                os.environ["VLAB_SERVER_PROFILE"] = profile.name
-                run_locust(scenario, scenario_path, run_dir, host=server.base_url)
-            print(f"[{profile.name}] server stopped", flush=True)
-            if not (run_dir / "requests.csv").exists():
-                raise UserError(f"{profile.name}: the run recorded nothing; see {run_dir / 'locust.log'}")
-            build_report([run_dir], run_dir / "index.html")
-            runs.append(run_dir)
-    finally:
-        if previous is None:
-            os.environ.pop("VLAB_SERVER_PROFILE", None)
-        else:
-            os.environ["VLAB_SERVER_PROFILE"] = previous
+    for profile in loaded:
+        run_dir = new_run_dir(f"{scenario.name}-{profile.name}", folder)
+        port = find_free_port()
+        print(f"[{profile.name}] starting vLLM on 127.0.0.1:{port} ...", flush=True)
+        with start_server(profile, port=port, log_path=run_dir / SERVER_LOG) as server:
+            print(f"[{profile.name}] healthy after {server.startup_s:.1f} s; running {scenario.name}", flush=True)
+            run_locust(scenario, scenario_path, run_dir, host=server.base_url, server_profile=profile.name)
+        print(f"[{profile.name}] server stopped", flush=True)
+        if not (run_dir / REQUESTS_CSV).exists():
+            raise UserError(f"{profile.name}: the run recorded nothing; see {run_dir / 'locust.log'}")
+        build_report([run_dir], run_dir / REPORT_HTML)
+        runs.append(run_dir)
     report = build_report(runs, folder / "compare.html")
     outcome = experiment_outcome(runs)
     (folder / "experiment.json").write_text(
@@ -123,12 +115,11 @@ def run_experiment(exp: Experiment, scenario_path: Path, profiles: tuple[str, ..
 def experiment_outcome(runs: list[Path]) -> list[dict[str, Any]]:
     """Per run: profile, and per level the client TTFT/E2E means and p50s, output tok/s, and the server's max
     waiting, peak KV usage, preemptions and prefix hit rate; plus the run-wide server headline."""
-    from analysis.load import load_run
-    from analysis.summary import summarize_run
+    from analysis.pipeline import analyze
 
     out = []
     for run_dir in runs:
-        s = summarize_run(load_run(run_dir))
+        s = analyze(run_dir)
         levels = []
         srv_rows = {}
         if s.server is not None and s.server.available:
@@ -156,9 +147,9 @@ def experiment_outcome(runs: list[Path]) -> list[dict[str, Any]]:
         out.append(
             {
                 "run": str(run_dir),
-                "profile": s.run.meta.get("server_profile"),
-                "levels": _json_safe(levels),
-                "server": _json_safe(
+                "profile": s.run.meta.server_profile,
+                "levels": json_safe(levels),
+                "server": json_safe(
                     {
                         "peak_kv_usage": h.peak_kv_usage,
                         "kv_capacity_tokens": h.kv_capacity_tokens,
@@ -172,18 +163,6 @@ def experiment_outcome(runs: list[Path]) -> list[dict[str, Any]]:
             }
         )
     return out
-
-
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if hasattr(obj, "item"):
-        return _json_safe(obj.item())
-    return obj
 
 
 def format_outcome(outcome: list[dict[str, Any]]) -> list[str]:

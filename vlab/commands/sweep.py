@@ -1,70 +1,172 @@
-"""`vlab sweep`: run a scenario's load levels in one headless Locust run, show progress, then build the report.
+"""`vlab sweep`: run a scenario's load levels in one headless Locust run, show progress, then the report and a
+per-level results table.
 
-Locust runs as a child process in its own process group with the scenario's staged shape; its log goes to
-`RUN_DIR/locust.log` and its `--csv` files to `RUN_DIR/locust_*.csv`. The terminal shows the level in force,
-elapsed/remaining time and live p50 TTFT and output tokens/s, read from the records the run is writing. Ctrl-C or
-SIGTERM is passed on to Locust, which records every request (in-flight ones as cut off) and marks the run
-interrupted; the report is then built from what was measured.
+One-off changes need no new YAML: `vllm bench serve`'s words where they fit, and `--set KEY=VALUE` for anything
+else, all checked by the same strict model as the file; the effective scenario is what run.json records.
+
+| option | means |
+|---|---|
+| `--max-concurrency N` | one closed-loop level of N users (open loop: at most N requests in flight) |
+| `--request-rate R` | one open-loop level of R arrivals/s |
+| `--num-prompts N` | that level ends after N requests (closed loop: N completed; open loop: N arrivals) |
+| `--random-input-len L`, `--random-output-len L` | `data.prompt_tokens`, `data.output_tokens` |
+| `--model M`, `--endpoint chat\\|completions` | `api.model`, `api.endpoint` |
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
-import signal
-import subprocess
+import json
 import sys
-import time
 from pathlib import Path
+from typing import Any
 
-import numpy as np
+from vlab.commands.runner import locust_command, run_locust
+from vlab.core.errors import ConfigError, UserError
+from vlab.core.runfolder import REPORT_HTML, REQUESTS_CSV, clear_run, holds_run, new_run_dir
+from vlab.core.scenario import Scenario, load_scenario, read_scenario_file
 
-from vlab.core.errors import UserError
-from vlab.core.paths import REPO_ROOT
-from vlab.core.records import REQUESTS_CSV, RequestRecord
-from vlab.core.runfolder import new_run_dir
-from vlab.core.scenario import Scenario, load_scenario
-
-LOCUSTFILE = REPO_ROOT / "locustfiles" / "llm.py"
-RAG_LOCUSTFILE = REPO_ROOT / "locustfiles" / "rag_load.py"
-_COLUMNS = RequestRecord.columns()
-_COL = {name: i for i, name in enumerate(_COLUMNS)}
+ENDPOINTS = {
+    "chat": "chat",
+    "completions": "completions",
+    "/v1/chat/completions": "chat",
+    "/v1/completions": "completions",
+}
 
 
-def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
+def add_subcommand(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
-        "sweep", help="Run a scenario's load levels headless, then build the report.", description=__doc__
+        "sweep",
+        help="run a scenario's load levels headless, then the report",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("scenario", type=Path, help="Scenario YAML file.")
-    parser.add_argument("--host", help="Server base URL (default: the scenario's api.host, else 127.0.0.1:8000).")
-    parser.add_argument("--run-dir", type=Path, help="Run folder (default: reports/<time>-<scenario name>).")
-    parser.add_argument("--processes", type=int, default=0, help="Locust worker processes on this machine.")
-    parser.add_argument("--no-report", action="store_true", help="Skip building the HTML report.")
+    parser.add_argument("scenario", type=Path, help="scenario YAML file")
+    parser.add_argument("-H", "--host", help="server base URL (default: the scenario's api.host, else 127.0.0.1:8000)")
     parser.add_argument(
+        "-o", "--run-dir", "--output", dest="run_dir", type=Path,
+        help="run folder (default: reports/<time>-<scenario name>); one that already holds a run is refused",
+    )  # fmt: skip
+    parser.add_argument("--overwrite", action="store_true", help="replace the run already in --run-dir, whole")
+    parser.add_argument("--processes", type=int, default=0, help="Locust worker processes on this machine (default 0)")
+    parser.add_argument("--no-report", action="store_true", help="skip the HTML report and the results table")
+    parser.add_argument("--dry-run", action="store_true", help="print the effective levels and command; run nothing")
+    bench = parser.add_argument_group("overrides (vllm bench serve's words; see above)")
+    bench.add_argument("--max-concurrency", type=int, metavar="N")
+    bench.add_argument("--request-rate", type=float, metavar="R")
+    bench.add_argument("--num-prompts", type=int, metavar="N")
+    bench.add_argument("--random-input-len", type=int, metavar="L")
+    bench.add_argument("--random-output-len", type=int, metavar="L")
+    bench.add_argument("--model", metavar="M")
+    bench.add_argument("--endpoint", choices=sorted(ENDPOINTS), metavar="E", help="chat or completions")
+    bench.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="any scenario key, e.g. --set data.output_tokens=256 (repeatable)")  # fmt: skip
+    adaptive = parser.add_argument_group("adaptive search")
+    adaptive.add_argument(
         "--adaptive",
         action="store_true",
-        help="Find the highest load meeting the scenario's SLOs: double from the first stage, then bisect.",
+        help="find the highest load meeting the scenario's SLOs: double from the first stage, then bisect",
     )
-    parser.add_argument("--max-probes", type=int, default=10, help="Adaptive mode: at most this many probe runs.")
+    adaptive.add_argument("--max-probes", type=int, default=10, help="at most this many probe runs (default 10)")
     parser.set_defaults(func=_cmd_sweep)
 
 
+def bench_overrides(args: argparse.Namespace, raw: dict[str, Any]) -> list[str]:
+    """`--set` items for the vllm-bench words given on the command line, then the explicit `--set` items."""
+    out: list[str] = []
+    positive = {
+        "--max-concurrency": args.max_concurrency, "--request-rate": args.request_rate,
+        "--num-prompts": args.num_prompts, "--random-input-len": args.random_input_len,
+        "--random-output-len": args.random_output_len,
+    }  # fmt: skip
+    for flag, value in positive.items():
+        if value is not None and value <= 0:
+            raise ConfigError(f"{flag} {value:g}: expected a positive number")
+    if args.request_rate is not None or args.max_concurrency is not None or args.num_prompts is not None:
+        load = raw.get("load") or {}
+        first = (load.get("stages") or [load])[0] if isinstance(load, dict) else {}
+        stage: dict[str, Any] = {}
+        if args.request_rate is not None:
+            stage["rate"] = args.request_rate
+            if args.max_concurrency is not None:
+                out.append(f"load.arrival.max_in_flight={args.max_concurrency}")
+        elif args.max_concurrency is not None:
+            stage["users"] = args.max_concurrency
+        else:
+            stage.update({k: first[k] for k in ("users", "rate") if k in first})
+        if args.num_prompts is not None:
+            stage["requests"] = args.num_prompts
+        elif "duration" in first:
+            stage["duration"] = first["duration"]
+        out.append(f"load.stages={json.dumps([stage])}")
+    if args.random_input_len is not None:
+        out.append(f"data.prompt_tokens={args.random_input_len}")
+    if args.random_output_len is not None:
+        out.append(f"data.output_tokens={args.random_output_len}")
+    if args.model:
+        out.append(f"api.model={json.dumps(args.model)}")
+    if args.endpoint:
+        out.append(f"api.endpoint={ENDPOINTS[args.endpoint]}")
+    return out + list(args.overrides)
+
+
+def describe_levels(scenario: Scenario) -> list[str]:
+    """One line per level of the plan, with how it ends, and the least and most total time."""
+    load = scenario.load
+    unit = "req/s" if load.open_loop else "users"
+    lines = []
+    for i, st in enumerate(load.stages):
+        ends = []
+        if st.duration is not None:
+            ends.append(f"≥ {st.duration:g} s")
+        if st.requests is not None:
+            ends.append(f"{st.requests} {'arrivals' if load.open_loop else 'requests ended'}")
+        cap = f", cap {st.cap_s:g} s" if st.requests is not None else ""
+        lines.append(f"  level {i}: {st.target:g} {unit}: {' and '.join(ends)}{cap}")
+    drain = f"; each level drains (≤ {load.drain_timeout_s:g} s)" if load.drain else ""
+    lines.append(f"  total: at least {load.duration_s:g} s, at most {load.cap_s:g} s{drain}")
+    return lines
+
+
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    scenario = load_scenario(args.scenario)
+    overrides = bench_overrides(args, read_scenario_file(args.scenario))
+    scenario = load_scenario(args.scenario, overrides)
+    if args.dry_run:
+        print(f"scenario {scenario.name} ({args.scenario}):")
+        print("\n".join(describe_levels(scenario)))
+        run_dir = args.run_dir or Path("reports/<time>-" + scenario.name)
+        print("command: " + " ".join(locust_command(scenario, args.scenario, run_dir, host=args.host,
+                                                    processes=args.processes, overrides=overrides)))  # fmt: skip
+        return 0
+    if args.run_dir is not None and holds_run(args.run_dir):
+        if not args.overwrite:
+            raise UserError(
+                f"--run-dir {args.run_dir} already holds a run; choose another folder or pass --overwrite", 2
+            )
+        clear_run(args.run_dir)
     run_dir = args.run_dir or new_run_dir(scenario.name)
     run_dir.mkdir(parents=True, exist_ok=True)
     if args.adaptive:
         return _adaptive(args, scenario, run_dir)
-    code = run_locust(scenario, args.scenario, run_dir, host=args.host, processes=args.processes)
+    code = run_locust(scenario, args.scenario, run_dir, host=args.host, processes=args.processes, overrides=overrides)
     if not (run_dir / REQUESTS_CSV).exists():
         raise UserError(f"the run recorded nothing (Locust exited with {code}); see {run_dir / 'locust.log'}")
     if not args.no_report:
-        from analysis.report import build_report
-
-        report = build_report([run_dir], run_dir / "index.html")
-        print(f"report: {report}")
+        report_and_table(run_dir)
     return code
+
+
+def report_and_table(run_dir: Path) -> Path:
+    """Build the run's report, print its per-level table and its path; return the path."""
+    from analysis.pipeline import analyze
+    from analysis.report import write_report
+    from analysis.table import results_table
+
+    summary = analyze(run_dir)
+    report = write_report([summary], run_dir / REPORT_HTML)
+    print(results_table(summary), file=sys.stdout)
+    print(f"report: {report}")
+    return report
 
 
 def _adaptive(args: argparse.Namespace, scenario: Scenario, run_dir: Path) -> int:
@@ -87,126 +189,3 @@ def _adaptive(args: argparse.Namespace, scenario: Scenario, run_dir: Path) -> in
         ordered = sorted(probes, key=lambda p: p.target)
         print(f"report: {build_report([Path(p.run_dir) for p in ordered], run_dir / 'index.html')}")
     return 0
-
-
-def run_locust(
-    scenario: Scenario,
-    scenario_path: Path,
-    run_dir: Path,
-    *,
-    host: str | None = None,
-    processes: int = 0,
-    extra_args: list[str] | None = None,
-) -> int:
-    """Run Locust headless on the scenario; return its exit code (0: no failed request, 1: some failed, 2: bad
-    input). Blocks until the run ends, showing progress on stderr."""
-    cmd = [
-        sys.executable, "-m", "locust",
-        "-f", str(RAG_LOCUSTFILE if scenario.data.rag else LOCUSTFILE),
-        "--scenario", str(scenario_path),
-        "--headless",
-        "--run-dir", str(run_dir),
-        "--csv", str(run_dir / "locust"),
-        "--only-summary",
-        "--loglevel", "INFO",
-    ]  # fmt: skip
-    if host:
-        cmd += ["--host", host]
-    if processes:
-        cmd += ["--processes", str(processes)]
-    cmd += extra_args or []
-    run_dir.mkdir(parents=True, exist_ok=True)
-    log_path = run_dir / "locust.log"
-    with log_path.open("ab") as log:
-        child = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO_ROOT)
-        interrupted = False
-
-        def forward(signum, _frame):
-            nonlocal interrupted
-            interrupted = True
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(child.pid, signal.SIGTERM)  # SIGINT may be ignored in a child started in the background
-
-        previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            progress = Progress(scenario, run_dir / REQUESTS_CSV)
-            while child.poll() is None:
-                progress.show()
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    child.wait(timeout=1.0)
-            progress.show(final=True)
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-            if child.poll() is None:  # we are leaving abnormally: never leave Locust behind
-                os.killpg(child.pid, signal.SIGKILL)
-                child.wait()
-    code = child.returncode
-    if interrupted:
-        print(f"\nsweep interrupted: partial records kept in {run_dir}", file=sys.stderr)
-        return code
-    error = _last_error_line(log_path)
-    if error:  # a mistake the suite reported in one line (bad scenario, unreachable server, unknown model, ...)
-        raise UserError(error)
-    if code == 2 or code < 0:
-        raise UserError(f"Locust failed (exit {code}); see {log_path}")
-    return code
-
-
-def _last_error_line(log_path: Path) -> str:
-    lines = log_path.read_text(errors="replace").splitlines()
-    errors = [line.removeprefix("vlab: error: ") for line in lines if line.startswith("vlab: error:")]
-    return errors[-1] if errors else ""
-
-
-class Progress:
-    """One status line from the records being written: level, time, live p50 TTFT and output tokens/s."""
-
-    def __init__(self, scenario: Scenario, requests_csv: Path) -> None:
-        self.scenario = scenario
-        self.path = requests_csv
-        self.started = time.time()
-        self.offset = 0
-        self.rows: list[list[str]] = []
-        self.tty = sys.stderr.isatty()
-        self.last_print = 0.0
-
-    def _read_new(self) -> None:
-        try:
-            with self.path.open("rb") as f:
-                f.seek(self.offset)
-                chunk = f.read()
-        except FileNotFoundError:
-            return
-        end = chunk.rfind(b"\n")
-        if end < 0:
-            return
-        self.offset += end + 1
-        for line in chunk[: end + 1].decode("utf-8", "replace").splitlines():
-            if line and not line.startswith("request_id"):
-                self.rows.append(line.split(","))
-
-    def show(self, final: bool = False) -> None:
-        self._read_new()
-        now = time.time()
-        if not final and not self.tty and now - self.last_print < 5:
-            return
-        self.last_print = now
-        elapsed = now - self.started
-        total = self.scenario.load.duration_s
-        ok = [r for r in self.rows if len(r) == len(_COLUMNS) and r[_COL["ok"]] == "1"]
-        level = ok[-1][_COL["level"]] if ok else "-"
-        target = f"{float(ok[-1][_COL['level_target']]):g}" if ok else "-"
-        recent = [r for r in ok if r[_COL["level"]] == level]
-        ttft = np.median([float(r[_COL["ttft_ms"]]) for r in recent]) if recent else float("nan")
-        window = [r for r in recent if now - float(r[_COL["t_start_s"]]) < 10]
-        tokens = sum(max(int(r[_COL["completion_tokens"]]), 0) for r in window)
-        unit = "req/s" if self.scenario.load.open_loop else "users"
-        line = (
-            f"level {level} ({target} {unit}) | {elapsed:5.0f}s / {total:.0f}s | requests {len(self.rows)} | "
-            f"p50 TTFT {ttft:7.1f} ms | ~{tokens / 10:6.1f} out tok/s"
-        )
-        if self.tty and not final:
-            print("\r" + line, end="", file=sys.stderr, flush=True)
-        else:
-            print(("\r" if self.tty else "") + line, file=sys.stderr, flush=True)

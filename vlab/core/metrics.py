@@ -5,11 +5,14 @@ request; everything reported is in milliseconds unless the name says otherwise.
 
 Per request (see `RequestTiming`), with `t_send` the instant just before the request bytes were written:
 
-- TTFT  = t(first SSE event carrying a choice) − t_send. For chat, vLLM's first choice event is the role-only chunk
-  (`delta: {role: assistant, content: ""}`); it is sent in the same engine step as the first token, and vLLM's own
-  `vllm bench serve` starts TTFT at it, so this suite does too. It is not counted as a token event.
-- token events: the SSE events that carry generated text (every choice event except a role-only chunk). vLLM sends one
-  per generated token; ~3% carry empty text (special tokens), so they are counted, never the non-empty texts.
+- token events: the SSE choice events that carry generated output — text (possibly empty: vLLM sends one event per
+  generated token and ~3% of them carry empty text, special tokens), reasoning text (`reasoning` or the older
+  `reasoning_content`) or a tool call. A chat stream's role-only first chunk (`delta: {role: assistant, content: ""}`)
+  is not a token event. Events are counted, never their texts.
+- TTFT  = t(first token event) − t_send: the first generated token, never a role-only chunk.
+- first chunk = t(first choice event, role-only chunks included) − t_send: `vllm bench serve`'s TTFT. vLLM sends the
+  role chunk in the same engine step as the first token, so the two agree there; a server that sends the role
+  early makes them differ, and the report shows both.
 - ITL gaps = t(token event i) − t(token event i−1), i = 2..n: n − 1 gaps for n token events.
 - E2E   = t(last token event) − t_send.
 - TPOT  = (E2E − TTFT) / (output_tokens − 1), output_tokens from the `usage` chunk; undefined for one output token.
@@ -17,8 +20,11 @@ Per request (see `RequestTiming`), with `t_send` the instant just before the req
   several tokens. Gaps are then kept per event (not divided among the event's tokens, which the client cannot
   attribute); TPOT, which counts tokens, stays exact; the request is flagged so reports can show it.
 
+What a request counts as (`outcome`): ok, failed, cut off (in flight when the run stopped: never a failure, never in
+an error rate, never against an SLO) or rate limited (HTTP 429: refused for load, shown apart from server failures).
+
 Aggregates (see `summarize`, `throughput`, `goodput`) are computed from these raw per-request values, never from
-Locust's rounded response-time buckets.
+Locust's rounded response-time buckets; their confidence intervals are in `vlab.core.stats`.
 """
 
 from __future__ import annotations
@@ -26,18 +32,39 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 PERCENTILES: tuple[float, ...] = (50.0, 90.0, 95.0, 99.0, 99.9)
 
 
+def itl_mean(first_ms: Any, last_ms: Any, n_events: Any) -> Any:
+    """Mean inter-token gap = (last − first token event) / (n_events − 1), ms; NaN below two events.
+    Takes floats or numpy arrays (then element-wise)."""
+    if isinstance(n_events, np.ndarray):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(n_events > 1, (last_ms - first_ms) / (n_events - 1), np.nan)
+    return (last_ms - first_ms) / (n_events - 1) if n_events > 1 else math.nan
+
+
+def tpot(e2e_ms: Any, ttft_ms: Any, output_tokens: Any) -> Any:
+    """Time per output token after the first = (E2E − TTFT) / (output_tokens − 1), ms; NaN for ≤ 1 token.
+    Takes floats or numpy arrays (then element-wise)."""
+    if isinstance(output_tokens, np.ndarray):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(output_tokens > 1, (e2e_ms - ttft_ms) / (output_tokens - 1), np.nan)
+    return (e2e_ms - ttft_ms) / (output_tokens - 1) if output_tokens > 1 else math.nan
+
+
 @dataclass(frozen=True, slots=True)
 class RequestTiming:
     """Client-side timing of one streamed request, all in milliseconds since `t_send`."""
 
+    first_chunk_ms: float
+    """First choice event − send, role-only chunks included (see the module docstring)."""
     ttft_ms: float
-    """Time to first token: first choice event − send (see module docstring for the role chunk)."""
+    """Time to first token: first token event − send (NaN when no token arrived)."""
     e2e_ms: float
     """End-to-end latency: last token event − send."""
     token_times_ms: tuple[float, ...]
@@ -55,21 +82,22 @@ class RequestTiming:
 
     @property
     def itl_mean_ms(self) -> float:
-        """Mean gap of this request = (last − first token event) / (n_events − 1); NaN below two events."""
+        """Mean gap of this request (`itl_mean`); NaN below two events."""
         t = self.token_times_ms
-        return (t[-1] - t[0]) / (len(t) - 1) if len(t) > 1 else math.nan
+        return itl_mean(t[0], t[-1], len(t)) if t else math.nan
 
     def tpot_ms(self, output_tokens: int) -> float:
-        """Time per output token after the first = (E2E − TTFT) / (output_tokens − 1); NaN for ≤ 1 token."""
-        return (self.e2e_ms - self.ttft_ms) / (output_tokens - 1) if output_tokens > 1 else math.nan
+        """Time per output token after the first (`tpot`); NaN for ≤ 1 token."""
+        return tpot(self.e2e_ms, self.ttft_ms, output_tokens)
 
     @classmethod
     def from_stamps(cls, t_send: float, first_choice_s: float, token_stamps_s: Sequence[float]) -> RequestTiming:
         """Build from perf_counter stamps in seconds: the send instant, the first choice event, each token event."""
         times = tuple((t - t_send) * 1000.0 for t in token_stamps_s)
-        ttft = (first_choice_s - t_send) * 1000.0
-        e2e = times[-1] if times else ttft
-        return cls(ttft_ms=ttft, e2e_ms=e2e, token_times_ms=times)
+        first_chunk = (first_choice_s - t_send) * 1000.0
+        ttft = times[0] if times else math.nan
+        e2e = times[-1] if times else math.nan
+        return cls(first_chunk_ms=first_chunk, ttft_ms=ttft, e2e_ms=e2e, token_times_ms=times)
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,3 +197,75 @@ def goodput(n_meeting: int, n_total: int, window_s: float) -> tuple[float, float
     rate = n_meeting / window_s if window_s > 0 else math.nan
     frac = n_meeting / n_total if n_total else math.nan
     return rate, frac
+
+
+# ------------------------------------------------------------------------------------------------------- outcomes
+class Outcome:
+    """What a recorded request counts as. `outcomes` is the one place that decides it."""
+
+    OK = "ok"
+    FAILED = "failed"
+    CUT_OFF = "cut_off"
+    RATE_LIMITED = "rate_limited"
+
+
+NOT_FAILURES = frozenset({"cut_off", "rate_limited"})
+"""Error kinds that are not server failures: the run's own stop, and load refused on purpose (429)."""
+
+
+def outcomes(ok: np.ndarray, error_kind: np.ndarray) -> np.ndarray:
+    """Per request: `Outcome.OK`, `CUT_OFF`, `RATE_LIMITED` or `FAILED` (every other error kind), as an object array.
+
+    Error rates are failed / (ok + failed): cut-off and rate-limited requests are in neither the numerator nor the
+    denominator, and never count against an SLO."""
+    kinds = np.asarray(error_kind, dtype=object)
+    out = np.full(len(kinds), Outcome.FAILED, dtype=object)
+    out[np.asarray(ok, dtype=bool)] = Outcome.OK
+    out[kinds == "cut_off"] = Outcome.CUT_OFF
+    out[kinds == "rate_limited"] = Outcome.RATE_LIMITED
+    return out
+
+
+def error_rate(n_failed: int, n_ok: int) -> float:
+    """failed / (ok + failed); NaN when neither happened."""
+    total = n_failed + n_ok
+    return n_failed / total if total else math.nan
+
+
+# ---------------------------------------------------------------------------------------------- token arrivals
+def tokens_in_window(first_s: np.ndarray, last_s: np.ndarray, tokens: np.ndarray, window: tuple[float, float]) -> float:
+    """Output tokens received inside `window` = (start, end) (Unix s), from request spans alone (no tokens.csv).
+
+    A request's `tokens` are taken as spread evenly over [first token, last token]; the part of that span inside the
+    window counts: Σ tokens · |span ∩ window| / |span| (a one-token span counts whole if its instant is inside).
+    `analysis.load` uses the token events themselves when tokens.csv exists; this is the fallback.
+    """
+    lo, hi = window
+    first, last = np.asarray(first_s, float), np.asarray(last_s, float)
+    tok = np.asarray(tokens, float)
+    valid = np.isfinite(first) & np.isfinite(last) & np.isfinite(tok) & (tok > 0)
+    span = last - first
+    overlap = np.clip(np.minimum(last, hi) - np.maximum(first, lo), 0.0, None)
+    point = valid & (span <= 0) & (first >= lo) & (first <= hi)
+    spread = valid & (span > 0)
+    return float(np.sum(tok[spread] * overlap[spread] / span[spread]) + np.sum(tok[point]))
+
+
+MOST_FAILED = 0.5
+"""A run in which more than this share of its requests (ok + failed) failed is a failed run."""
+
+
+def judge_run(n_ok: int, failed_by_kind: dict[str, int]) -> str | None:
+    """Why a run that ran its levels has failed, or None when it has not: no request ended, the server could not be
+    reached for most requests, or most requests failed (cut-off and rate-limited requests count for neither)."""
+    n_failed = sum(failed_by_kind.values())
+    total = n_ok + n_failed
+    if total == 0:
+        return "no request ended (none was sent, or every one was cut off)"
+    connect = failed_by_kind.get("connect", 0)
+    if connect / total > MOST_FAILED:
+        return f"the server was unreachable: {connect} of {total} requests could not connect"
+    if n_failed / total > MOST_FAILED:
+        kinds = ", ".join(f"{k} {v}" for k, v in sorted(failed_by_kind.items(), key=lambda kv: -kv[1]) if v)
+        return f"most requests failed: {n_failed} of {total} ({kinds})"
+    return None

@@ -13,13 +13,16 @@ line naming the file, the key path and what was expected.
 
 from __future__ import annotations
 
+import difflib
+import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from vlab.core.arrivals import ARRIVAL_LAWS
 from vlab.core.errors import ConfigError
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
@@ -115,9 +118,21 @@ class ApiConfig(StrictModel):
     model: str | None = Field(default=None, description="Model name; default: the first id the server lists.")
     host: str | None = Field(default=None, description="Base URL; `--host` on the command line wins.")
     api_key_env: str | None = Field(
-        default=None, description="Name of the environment variable holding the API key (sent as a bearer token)."
+        default=None,
+        description="Environment variable holding the API key (sent as a bearer token); default: OPENAI_API_KEY "
+        "when it is set, else no key.",
     )
     api_key_file: Path | None = Field(default=None, description="File holding the API key (first line).")
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra HTTP headers; `${VAR}` in a value is replaced by the environment variable VAR when the run "
+        "starts (the file and run.json keep the `${VAR}` form).",
+    )
+    tokenizer: str | None = Field(
+        default=None,
+        description="Local tokenizer for exact synthetic prompt lengths when the server has no /tokenize: a "
+        "tokenizer.json file or a model folder holding one. Default: the server's /tokenize, else approximate.",
+    )
     connect_timeout_s: Seconds = Field(default=10.0, gt=0, description="TCP connect timeout, seconds.")
     read_timeout_s: Seconds = Field(
         default=60.0, gt=0, description="Longest silence between two reads of a stream before it is a stall, seconds."
@@ -133,18 +148,58 @@ class ApiConfig(StrictModel):
 
 
 # -------------------------------------------------------------------------------------------------------------- load
+DEFAULT_CAP_S = 600.0
+"""A level that waits for its request count ends at the latest after this long, unless `max_duration` says."""
+
+
 class Stage(StrictModel):
-    """One load level: either `users` (closed loop) or `rate` (open loop, requests/s), held for `duration`."""
+    """One load level: either `users` (closed loop) or `rate` (open loop, requests/s).
+
+    It ends by time (`duration`), by count (`requests`), or both: whichever comes last, and at the latest at
+    `max_duration`. Closed loop: `requests` counts the requests of the level that completed (ok or failed), warm-up
+    included. Open loop: the level sends exactly `requests` arrivals (default rate × duration) at the rate.
+    """
 
     users: int | None = Field(default=None, ge=1, description="Concurrent users (closed loop).")
     rate: float | None = Field(default=None, gt=0, description="Target arrivals per second (open loop).")
-    duration: Seconds = Field(gt=0, description="How long the level is held, seconds.")
+    duration: Seconds | None = Field(default=None, gt=0, description="Shortest time the level is held, seconds.")
+    requests: int | None = Field(
+        default=None, ge=1, description="Completed requests (closed loop) or arrivals (open loop) the level needs."
+    )
+    max_duration: Seconds | None = Field(
+        default=None, gt=0, description=f"Cap on the level's time, seconds (default {DEFAULT_CAP_S:g} with `requests`)."
+    )
 
     @model_validator(mode="after")
     def _one_kind(self) -> Stage:
         if (self.users is None) == (self.rate is None):
             raise ValueError("a stage sets exactly one of `users` or `rate`")
+        if self.duration is None and self.requests is None:
+            raise ValueError("a stage needs `duration`, `requests`, or both")
+        if self.max_duration is not None and self.duration is not None and self.max_duration < self.duration:
+            raise ValueError(f"max_duration ({self.max_duration:g}) is shorter than duration ({self.duration:g})")
         return self
+
+    @property
+    def min_s(self) -> float:
+        """The least time the level runs, seconds (0 when only `requests` bounds it)."""
+        return self.duration or 0.0
+
+    @property
+    def cap_s(self) -> float:
+        """The most time the level runs, seconds."""
+        if self.max_duration is not None:
+            return self.max_duration
+        if self.requests is None and self.duration is not None:
+            return self.duration
+        return max(DEFAULT_CAP_S, self.min_s)
+
+    def arrivals(self) -> int:
+        """Open loop: how many arrivals the level sends."""
+        if self.requests is not None:
+            return self.requests
+        assert self.rate is not None and self.duration is not None
+        return round(self.rate * self.duration)
 
     @property
     def target(self) -> float:
@@ -154,8 +209,9 @@ class Stage(StrictModel):
 class ArrivalConfig(StrictModel):
     """Open-loop arrivals from one global schedule (per process: rate / number of worker processes)."""
 
-    process: Literal["constant", "poisson", "gamma"] = Field(
-        default="poisson", description="Inter-arrival law: constant gaps, exponential gaps, or gamma gaps."
+    process: str = Field(
+        default="poisson",
+        description="Inter-arrival law: " + "; ".join(f"`{k}`: {v.doc}" for k, v in ARRIVAL_LAWS.items()) + ".",
     )
     burstiness: float = Field(
         default=1.0, gt=0, description="Gamma shape k: 1 is Poisson, < 1 burstier, > 1 smoother (mean gap = 1/rate)."
@@ -164,22 +220,42 @@ class ArrivalConfig(StrictModel):
         default=64, ge=1, description="Cap on requests in flight; arrivals beyond it wait for a slot (time recorded)."
     )
 
+    @field_validator("process")
+    @classmethod
+    def _known_law(cls, value: str) -> str:
+        if value not in ARRIVAL_LAWS:
+            raise ValueError(f"unknown arrival process {value!r} (known: {', '.join(ARRIVAL_LAWS)})")
+        return value
+
 
 class LoadConfig(StrictModel):
     """The load levels. Shorthand: `users: 4, duration: 30s` (or `rate: 2, duration: 30s`) is one stage."""
 
+    SHORTHAND_KEYS: ClassVar[tuple[str, ...]] = ("users", "rate", "duration", "requests", "max_duration")
+
     stages: list[Stage] = Field(min_length=1)
     spawn_rate: float = Field(default=100.0, gt=0, description="Users started per second when a level rises.")
     arrival: ArrivalConfig = Field(default_factory=ArrivalConfig)
-    warmup_s: Seconds = Field(default=0.0, description="Start of each level excluded from its metrics, seconds.")
+    warmup_s: Seconds = Field(default=0.0, description="Start of each level always excluded from its metrics, seconds.")
     cooldown_s: Seconds = Field(default=0.0, description="End of each level excluded from its metrics, seconds.")
+    steady_state: Literal["auto", "off"] = Field(
+        default="auto",
+        description="`auto`: also cut each level's start-up transient, found from the data (MSER-5 on the "
+        "requests' latencies in send order); `off`: only warmup_s.",
+    )
+    drain: bool = Field(
+        default=True,
+        description="At the end of a level no new request starts and those in flight finish before the next level "
+        "begins (bounded by drain_timeout_s), so nothing is cut off between levels.",
+    )
+    drain_timeout_s: Seconds = Field(default=120.0, gt=0, description="Longest wait for a level's requests to end, s.")
 
     @model_validator(mode="before")
     @classmethod
     def _shorthand(cls, data: Any) -> Any:
         if isinstance(data, dict) and "stages" not in data and ("users" in data or "rate" in data):
             data = dict(data)
-            stage = {k: data.pop(k) for k in ("users", "rate", "duration") if k in data}
+            stage = {k: data.pop(k) for k in cls.SHORTHAND_KEYS if k in data}
             data["stages"] = [stage]
         return data
 
@@ -189,7 +265,7 @@ class LoadConfig(StrictModel):
         if len(kinds) > 1:
             raise ValueError("stages mix `users` and `rate`: a run is either closed loop or open loop")
         for stage in self.stages:
-            if self.warmup_s + self.cooldown_s >= stage.duration:
+            if stage.duration is not None and self.warmup_s + self.cooldown_s >= stage.duration:
                 raise ValueError(
                     f"warmup_s + cooldown_s ({self.warmup_s + self.cooldown_s:g}) leave nothing of a "
                     f"{stage.duration:g} s stage to measure"
@@ -202,7 +278,13 @@ class LoadConfig(StrictModel):
 
     @property
     def duration_s(self) -> float:
-        return sum(stage.duration for stage in self.stages)
+        """The least total time of the stages, seconds (levels waiting for a request count can take longer)."""
+        return sum(stage.min_s for stage in self.stages)
+
+    @property
+    def cap_s(self) -> float:
+        """The most total time of the stages, seconds (drains excluded)."""
+        return sum(stage.cap_s for stage in self.stages)
 
 
 # -------------------------------------------------------------------------------------------------------------- data
@@ -292,18 +374,115 @@ class Scenario(StrictModel):
 
 
 # ------------------------------------------------------------------------------------------------------------ loading
+_UNION_TAGS = {"fixed", "uniform", "normal"}
+
+
+def _key_parts(loc: tuple[Any, ...]) -> list[str | int]:
+    """Pydantic's error location without its union-member tags (e.g. 'fixed', 'function-before[...]')."""
+    return [p for p in loc if not (isinstance(p, str) and ("[" in p or p in _UNION_TAGS))]
+
+
 def _key_path(loc: tuple[Any, ...]) -> str:
-    # Drop pydantic's union-member tags (e.g. 'fixed', 'function-before[...]') so the path reads like the YAML.
-    parts = [str(p) for p in loc if not (isinstance(p, str) and ("[" in p or p in {"fixed", "uniform", "normal"}))]
     out = ""
-    for part in parts:
-        out += f"[{part}]" if part.isdigit() else (f".{part}" if out else part)
+    for part in _key_parts(loc):
+        text = str(part)
+        out += f"[{text}]" if text.isdigit() else (f".{text}" if out else text)
     return out or "(top level)"
 
 
-def load_scenario(path: str | Path) -> Scenario:
-    """Read and validate a scenario file; every problem becomes one `ConfigError` line."""
-    path = Path(path)
+def _model_at(parts: list[str | int]) -> type[BaseModel] | None:
+    """The model class whose keys live at `parts` (the path of the unknown key's parent), if there is one."""
+    import typing
+
+    model: type[BaseModel] = Scenario
+    for part in parts:
+        if isinstance(part, int) or str(part).isdigit():
+            continue
+        info = model.model_fields.get(str(part))
+        if info is None:
+            return None
+        candidates = [info.annotation, *typing.get_args(info.annotation)]
+        for arg in list(candidates):
+            candidates += list(typing.get_args(arg))
+        nested = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+        if not nested:
+            return None
+        model = nested[0]
+    return model
+
+
+def _unknown_key_message(loc: tuple[Any, ...]) -> str:
+    parts = _key_parts(loc)
+    model = _model_at(parts[:-1])
+    if model is None:
+        return "unknown key"
+    allowed = [*model.model_fields, *getattr(model, "SHORTHAND_KEYS", ())]
+    close = difflib.get_close_matches(str(parts[-1]), allowed, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f"unknown key ({hint}allowed: {', '.join(allowed)})"
+
+
+def parse_scenario(raw: Any, source: str) -> Scenario:
+    """Validate an already-parsed scenario mapping; every problem becomes one `ConfigError` line naming `source`,
+    the key path and what was expected (unknown keys list the allowed ones)."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping of scenario keys at the top level")
+    try:
+        return Scenario.model_validate(raw)
+    except ValidationError as exc:
+        errors = exc.errors()
+        # An unknown key (a typo) usually causes the other errors: report it first.
+        first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+        more = f" (and {exc.error_count() - 1} more problem(s))" if exc.error_count() > 1 else ""
+        message = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "extra_forbidden":
+            message = _unknown_key_message(first["loc"])
+        raise ConfigError(f"{source}: {_key_path(first['loc'])}: {message}{more}") from None
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """`key.path=value` overrides on a parsed scenario mapping (a copy is returned). The value is read as YAML
+    (`8`, `2.5`, `true`, `{dist: uniform, min: 10, max: 20}`); list items are addressed by index
+    (`load.stages.0.users=8`). Validation happens afterwards, by the same strict model as the file."""
+    import copy
+
+    data = copy.deepcopy(raw)
+    load = data.get("load")
+    if overrides and isinstance(load, dict) and "stages" not in load:  # shorthand → stages, so that paths are stable
+        stage = {k: load.pop(k) for k in LoadConfig.SHORTHAND_KEYS if k in load}
+        if stage:
+            load["stages"] = [stage]
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected KEY.PATH=VALUE, e.g. data.output_tokens=256")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML") from None
+        parts = key.strip().split(".")
+        node: Any = data
+        for depth, part in enumerate(parts[:-1]):
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise ConfigError(f"--set {item!r}: {'.'.join(parts[: depth + 1])}: no such list item")
+                node = node[int(part)]
+            else:
+                if not isinstance(node.get(part, {}), dict | list):
+                    raise ConfigError(f"--set {item!r}: {'.'.join(parts[: depth + 1])} is not a section")
+                node = node.setdefault(part, {})
+        last = parts[-1]
+        if isinstance(node, list):
+            if not last.isdigit() or int(last) >= len(node):
+                raise ConfigError(f"--set {item!r}: {key}: no such list item")
+            node[int(last)] = value
+        else:
+            node[last] = value
+    return data
+
+
+def read_scenario_file(path: Path) -> dict[str, Any]:
+    """The scenario file's YAML mapping; unreadable files and YAML syntax errors are one `ConfigError` line."""
     try:
         text = path.read_text()
     except FileNotFoundError:
@@ -319,15 +498,20 @@ def load_scenario(path: str | Path) -> Scenario:
         raise ConfigError(f"{path}:{where}: YAML syntax error: {problem}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of scenario keys at the top level")
-    try:
-        scenario = Scenario.model_validate(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        more = f" (and {exc.error_count() - 1} more problem(s))" if exc.error_count() > 1 else ""
-        message = first["msg"].removeprefix("Value error, ")
-        if first["type"] == "extra_forbidden":
-            message = "unknown key"
-        raise ConfigError(f"{path}: {_key_path(first['loc'])}: {message}{more}") from None
+    return raw
+
+
+def load_scenario(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Scenario:
+    """Read and validate a scenario file (with `--set` style overrides applied first); every problem becomes one
+    `ConfigError` line. Files the scenario names (datasets, RAG questions) are resolved and must exist."""
+    path = Path(path)
+    raw = apply_overrides(read_scenario_file(path), overrides)
+    return resolve_files(parse_scenario(raw, str(path)), path)
+
+
+def resolve_files(scenario: Scenario, path: Path) -> Scenario:
+    """The scenario with the files it names (datasets, RAG questions and corpus) resolved against its file's folder,
+    else the repository; a missing file is one `ConfigError` line."""
     data = scenario.data
     if data.dataset is not None:
         dataset = data.dataset.model_copy(update={"path": _existing(path, data.dataset.path, "data.dataset.path")})
@@ -338,6 +522,18 @@ def load_scenario(path: str | Path) -> Scenario:
             update["corpus"] = _existing(path, data.rag.corpus, "data.rag.corpus")
         data = data.model_copy(update={"rag": data.rag.model_copy(update=update)})
     return scenario.model_copy(update={"data": data})
+
+
+def expand_env(value: str, where: str) -> str:
+    """`${VAR}` → the environment variable VAR (a header value); an unset variable is one `ConfigError` line."""
+
+    def sub(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in os.environ:
+            raise ConfigError(f"{where}: environment variable {name} is not set")
+        return os.environ[name]
+
+    return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", sub, value)
 
 
 def _existing(scenario_path: Path, value: Path, key: str) -> Path:

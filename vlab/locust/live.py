@@ -4,7 +4,6 @@ them. Free of Locust (importable anywhere); the web UI's console (`vlab.locust.w
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 import math
 from dataclasses import dataclass, field
@@ -14,8 +13,8 @@ from typing import Any
 import numpy as np
 
 from vlab.core.metrics import summarize
-from vlab.core.records import REQUESTS_CSV
-from vlab.core.runfolder import RUN_JSON
+from vlab.core.runfolder import REQUESTS_CSV, RUN_JSON, SERVER_METRICS_CSV
+from vlab.core.tail import CsvTail
 
 BUCKET_S = 2.0
 """Width of one point of the live series, seconds (requests are binned by the time their last token arrived)."""
@@ -26,7 +25,6 @@ RATE_WINDOW = 3
 """Slots averaged for the rate series (output tokens/s, requests/s): 3 × 2 s = the trailing 6 s."""
 MAX_POINTS = 1800
 """Points kept per chart: 1800 × 2 s = the last hour."""
-SERVER_METRICS_CSV = "server_metrics.csv"
 TABLE_METRICS: tuple[tuple[str, str], ...] = (
     ("ttft", "TTFT ms"),
     ("itl_mean", "ITL mean ms"),
@@ -35,43 +33,6 @@ TABLE_METRICS: tuple[tuple[str, str], ...] = (
 )
 """Per-request metrics of the percentile tables: key in `RecordTail.cols` → label (all in milliseconds)."""
 STATS: tuple[str, ...] = ("n", "mean", "p50", "p90", "p95", "p99", "p999", "max")
-
-
-# --------------------------------------------------------------------------------------------------- tailing files
-class CsvTail:
-    """Reads the rows appended to a CSV file since the last call, keeping a byte offset.
-
-    Only complete lines (ending in a newline) are parsed; a partial last line is read again next time. The first
-    line is the header. A file that shrank (replaced) is read again from the start.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.offset = 0
-        """Bytes of the file already parsed."""
-        self.header: list[str] | None = None
-
-    def read_new(self) -> list[list[str]]:
-        """The rows (header excluded) completed since the last call; [] when the file does not exist yet."""
-        try:
-            size = self.path.stat().st_size
-        except OSError:
-            return []
-        if size < self.offset:
-            self.offset, self.header = 0, None
-        if size == self.offset:
-            return []
-        with self.path.open("rb") as fh:
-            fh.seek(self.offset)
-            data = fh.read(size - self.offset)
-        end = data.rfind(b"\n")
-        if end < 0:
-            return []
-        self.offset += end + 1
-        rows = list(csv.reader(data[: end + 1].decode("utf-8", "replace").splitlines()))
-        if self.header is None and rows:
-            self.header = rows.pop(0)
-        return rows
 
 
 def _num(text: str) -> float:

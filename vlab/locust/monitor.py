@@ -1,17 +1,10 @@
-"""Self-monitoring of the load generator: is this process fast enough to time tokens honestly?
+"""Self-monitoring of the load generator, and the live view of streams still in flight.
 
-Every load-generating process samples, once per `PERIOD_S`:
-
-- CPU: (user + system CPU seconds of this process) / wall seconds since the last sample — the share of one core;
-- hub lag: how late a `gevent.sleep(TICK_S)` wakes up, max over the sample, ms. A late hub means events wait to be
-  handled; with kernel receive stamps the token times stay right, but the load itself (sending, parsing) lags.
-
-Samples are written to `client_monitor.csv` (`t_s,node,level,cpu,hub_lag_ms`), through the same sinks as the
-records (so distributed runs collect every worker's samples on the master). When a sample crosses the thresholds
-the terminal says so once per level and process, and the report flags the level.
-
-Thresholds come from the client benchmark (docs/performance.md): past ~70% of a core the client falls behind its
-streams under lockstep bursts.
+Every load-generating process samples itself once per `PERIOD_S` (columns in `vlab.core.client_health`): CPU share
+of one core, gevent hub lag, and, from the raw socket reads of its streams (no parsing), events received, requests
+in flight, live TTFT and read gaps. Samples go to `client_monitor.csv` through the same sinks as the records (so
+distributed runs collect every worker's samples on the master). When a sample crosses the thresholds the terminal
+says so once per level and process, and the report flags the level.
 """
 
 from __future__ import annotations
@@ -22,24 +15,20 @@ import time
 from collections.abc import Callable
 
 import gevent
+import numpy as np
 import psutil
 
-from vlab.locust.load import Background, LevelTracker
-
-MONITOR_CSV = "client_monitor.csv"
-MONITOR_HEADER = "t_s,node,level,cpu,hub_lag_ms\n"
-PERIOD_S = 1.0
-TICK_S = 0.05
-CPU_SATURATED = 0.70
-"""Share of one core above which this process's timing is at risk (client benchmark, docs/performance.md)."""
-HUB_LAG_SATURATED_MS = 20.0
-"""Hub lag above which events queue noticeably in the process."""
+from vlab.client.stream import RawStream
+from vlab.core.client_health import CPU_SATURATED, PERIOD_S, TICK_S, classify
+from vlab.locust.background import Background
+from vlab.locust.levels import LevelTracker
 
 log = logging.getLogger("vlab")
+_EVENT = b"data:"
 
 
-def is_saturated(cpu: float, hub_lag_ms: float) -> bool:
-    return cpu >= CPU_SATURATED or hub_lag_ms >= HUB_LAG_SATURATED_MS
+def _pct(values: list[float], q: float) -> str:
+    return f"{float(np.percentile(values, q)):.2f}" if values else ""
 
 
 class ClientMonitor(Background):
@@ -51,6 +40,25 @@ class ClientMonitor(Background):
         self.emit = emit
         self.process = psutil.Process(os.getpid())
         self.warned_levels: set[int] = set()
+
+    def _reads(self) -> tuple[int, list[float], list[float]]:
+        """Events, first-read TTFTs (ms) and read gaps (ms) of the reads that arrived since the last sample."""
+        events, ttfts, gaps = 0, [], []
+        streams: list[RawStream] = [*self.tracker.streams.values(), *self.tracker.ended_streams]
+        self.tracker.ended_streams = []
+        for raw in streams:
+            reads, stamps, seen = raw.reads, raw.stamps, raw.seen
+            n = len(stamps)
+            if n <= seen:
+                continue
+            for i in range(seen, n):
+                events += reads[i].count(_EVENT)
+                if i == 0:
+                    ttfts.append((stamps[0] - raw.t_send) * 1000.0)
+                else:
+                    gaps.append((stamps[i] - stamps[i - 1]) * 1000.0)
+            raw.seen = n
+        return events, ttfts, gaps
 
     def _run(self) -> None:
         times = self.process.cpu_times()
@@ -69,8 +77,12 @@ class ClientMonitor(Background):
             level = self.tracker.current
             index = level.index if level else -1
             lag_ms = worst_lag * 1000.0
-            self.emit(f"{time.time():.3f},{self.node},{index},{cpu:.3f},{lag_ms:.2f}\n")
-            if index >= 0 and index not in self.warned_levels and is_saturated(cpu, lag_ms):
+            events, ttfts, gaps = self._reads()
+            self.emit(
+                f"{time.time():.3f},{self.node},{index},{cpu:.3f},{lag_ms:.2f},{events},{self.tracker.in_flight},"
+                f"{_pct(ttfts, 50)},{_pct(ttfts, 95)},{_pct(gaps, 50)},{_pct(gaps, 95)}\n"
+            )
+            if index >= 0 and index not in self.warned_levels and classify(cpu, lag_ms):
                 self.warned_levels.add(index)
                 log.warning("vlab: %s", describe(self.node, index, cpu, lag_ms))
 

@@ -1,249 +1,91 @@
-"""The suite inside Locust: command-line options, the run context, and the event hooks that tie them together.
+"""The suite inside Locust: the event hooks that tie the scenario, the users, the records and the run folder together.
 
-Importing this module (the locustfiles do) registers:
+Importing this module (the locustfiles do, through their user classes) registers:
 
-- `--scenario FILE` (or env LOCUST_SCENARIO) and `--run-dir DIR` options;
-- at init: the scenario is loaded (a bad file: one line, exit 2), the host defaults to the scenario's;
-- at test start: the server is probed once (`/v1/models`, model served, context length), the tokenizer calibrated,
-  the run folder and `run.json` written, and, for open loop, the arrival schedule started — all before any load;
-- at test stop: records flushed, levels and `run.json` completed (status `completed`, `stopped` or `interrupted`).
+- the suite's options (`vlab.locust.options`);
+- at init: the scenario is read once (`--set`, `-u/-r/-t` applied; a bad file: one line, exit 2), a used `--run-dir`
+  is refused, the host defaults to the scenario's, the level shape is installed when the levels drive the run
+  (`vlab.locust.shape`), and each user class prepares itself (`prepare`, e.g. the RAG retriever);
+- at test start: credentials, the server probed once (`/v1/models`, model, context length), exact prompt lengths
+  calibrated, the run folder and `run.json` written, samplers started, and — open loop — the arrival schedule,
+  all before any load;
+- at test stop: records flushed, levels and `run.json` completed with a status that matches what happened
+  (`vlab.core.runfolder.RunStatus`) and the process exit code set from it; a headless run then builds its report.
 
-Data flows one way: scenario → `RunContext` (prompt factory, level tracker, schedule) → users → `CsvSink`.
+Exit codes: 0 completed (or stopped from the web UI), 1 failed or not started, 2 bad input, 130 interrupted by
+SIGINT, 143 by SIGTERM (docs/reliability.md).
 """
 
 from __future__ import annotations
 
 import gc
-import itertools
 import logging
 import os
 import shlex
 import signal
-import socket
+import subprocess
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import gevent
-from locust import LoadTestShape, events
+from locust import events
 from locust.env import Environment
 from locust.runners import STATE_RUNNING, STATE_SPAWNING, MasterRunner, WorkerRunner
 
-from vlab.client.api import ServerInfo, Tokenizer, probe_server
+from vlab.client.api import credentials_for, probe_server
+from vlab.client.http import DEFAULT_HOST
+from vlab.client.tokenize import choose_tokenizer
 from vlab.core.errors import UserError
-from vlab.core.runfolder import RUN_JSON, base_metadata, new_run_dir, read_run_json, write_json_atomic, write_levels
-from vlab.core.scenario import LoadConfig, Scenario, load_scenario
+from vlab.core.metrics import judge_run
+from vlab.core.paths import REPO_ROOT
+from vlab.core.records import RECORDS_FORMAT
+from vlab.core.runfolder import (
+    LOCUST_CSV_PREFIX,
+    RUN_JSON,
+    LostWorker,
+    RunMeta,
+    ServerInfoMeta,
+    WorkersMeta,
+    clear_run,
+    git_commit,
+    holds_run,
+    load_generator_info,
+    new_run_dir,
+    read_run_meta,
+    write_levels,
+)
+from vlab.locust import options as vlab_options
+from vlab.locust.cluster import LocalCluster, MasterCluster, install_worker, send_level
+from vlab.locust.context import RunContext, current, set_context
+from vlab.locust.controller import LevelController
 from vlab.locust.finisher import Finisher
-from vlab.locust.load import ArrivalSchedule, LevelTracker, stage_at
 from vlab.locust.monitor import ClientMonitor
+from vlab.locust.schedule import ArrivalSchedule
+from vlab.locust.shape import LevelShape, driven_by_levels
 from vlab.locust.sink import MESSAGE_TYPE, BatchReceiver, CsvSink, MessageSink
 from vlab.locust.workload import PromptFactory, WordVocabulary
+from vlab.telemetry.server_metrics import start_sampler
 
 log = logging.getLogger("vlab")
-DEFAULT_HOST = "http://127.0.0.1:8000"
-
-
-def api_key_for(scenario: Scenario) -> str | None:
-    """The API key from the environment variable or file the scenario names (never from the YAML itself)."""
-    api = scenario.api
-    if api.api_key_env:
-        key = os.environ.get(api.api_key_env)
-        if not key:
-            raise UserError(f"api.api_key_env: environment variable {api.api_key_env} is not set")
-        return key.strip()
-    if api.api_key_file:
-        try:
-            return api.api_key_file.read_text().splitlines()[0].strip()
-        except (OSError, IndexError):
-            raise UserError(f"api.api_key_file: cannot read a key from {api.api_key_file}") from None
-    return None
-
-
-@dataclass
-class RunContext:
-    """Everything a process of the run shares: the scenario and what was derived from it at start."""
-
-    scenario: Scenario
-    scenario_path: Path
-    environment: Environment
-    node: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
-    tracker: LevelTracker = field(init=False)
-    run_dir: Path | None = None
-    server: ServerInfo | None = None
-    factory: PromptFactory | None = None
-    sink: CsvSink | MessageSink | None = None
-    finisher: Finisher | None = None
-    """Turns ended streams into records off the read path (load-generating processes only)."""
-    receiver: BatchReceiver | None = None
-    """On the master: takes the workers' record batches."""
-    workers_lost: list[dict] = field(default_factory=list)
-    schedule: ArrivalSchedule | None = None
-    api_key: str | None = None
-    shape_finished: bool = False
-    share: float = 1.0
-    """This worker's share of an open-loop rate (1 / number of workers)."""
-    monitor: ClientMonitor | None = None
-    sampler: object | None = None
-    """The server-metrics sampler process (vlab.telemetry.server_metrics), on the master or the only process."""
-    _seq: itertools.count = field(default_factory=itertools.count)
-    _users: itertools.count = field(default_factory=itertools.count)
-    _poller: gevent.Greenlet | None = None
-
-    def __post_init__(self) -> None:
-        self.tracker = LevelTracker(open_loop=self.scenario.load.open_loop)
-
-    @property
-    def is_master(self) -> bool:
-        return isinstance(self.environment.runner, MasterRunner)
-
-    @property
-    def is_worker(self) -> bool:
-        return isinstance(self.environment.runner, WorkerRunner)
-
-    def next_request_id(self) -> str:
-        return f"{self.node}-{next(self._seq)}"
-
-    def next_user_index(self) -> int:
-        return next(self._users)
-
-
-CONTEXT: RunContext | None = None
-
-
-def context() -> RunContext:
-    if CONTEXT is None:
-        raise RuntimeError("the vlab Locust plugin is not initialised (no --scenario?)")
-    return CONTEXT
-
-
-# ------------------------------------------------------------------------------------------------ import-time shape
-def make_shape_class(load: LoadConfig, on_stage: Callable[[int, float, float], None]) -> type[LoadTestShape]:
-    """A LoadTestShape that walks the scenario's stages; `on_stage(index, target, start_s)` runs when a stage
-    begins, with the stage's nominal start (Unix s) on the shape's clock.
-
-    Locust ticks a shape once a second, so a stage change is seen up to 1 s late; levels are stamped at the nominal
-    boundaries all the same (the open-loop schedule then issues at once whatever was already due), so a level's
-    window is exactly its stage's duration."""
-
-    class ScenarioShape(LoadTestShape):
-        """Runs the scenario's stages in order, then stops the test."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            self._stage: int | None = None
-
-        def _wall(self, run_time_s: float) -> float:
-            """The Unix time at which the shape's clock read `run_time_s`."""
-            return time.time() - (self.get_run_time() - run_time_s)
-
-        def tick(self):
-            index = stage_at(load, self.get_run_time())
-            if index is None:
-                if CONTEXT is not None:
-                    CONTEXT.shape_finished = True
-                    CONTEXT.tracker.close(at=self._wall(load.duration_s))
-                _stop_workers_first(self.runner)
-                return None
-            stage = load.stages[index]
-            if index != self._stage:
-                self._stage = index
-                on_stage(index, stage.target, self._wall(sum(st.duration for st in load.stages[:index])))
-            if load.open_loop:  # slot users: all of them from the start; the schedule sets the pace
-                return load.arrival.max_in_flight, max(load.spawn_rate, float(load.arrival.max_in_flight))
-            return stage.users, load.spawn_rate
-
-    return ScenarioShape
-
-
-def _argv_option(name: str) -> str | None:
-    argv = sys.argv[1:]
-    for i, arg in enumerate(argv):
-        if arg == name and i + 1 < len(argv):
-            return argv[i + 1]
-        if arg.startswith(name + "="):
-            return arg.split("=", 1)[1]
-    return None
-
-
-def shape_from_argv():
-    """The LoadTestShape for this invocation, or None when the web UI's form drives the load.
-
-    Locust discovers shapes by scanning the locustfile at import, before it parses options, so the scenario is
-    read from the command line (or LOCUST_SCENARIO) here. A staged or open-loop scenario, or any headless run,
-    gets the shape; a single-stage closed-loop scenario in the web UI leaves the user count to the form.
-    """
-    path = _argv_option("--scenario") or os.environ.get("LOCUST_SCENARIO")
-    if not path:
-        return None
-    try:
-        scenario = load_scenario(path)
-    except UserError:
-        return None  # reported properly at init
-    headless = "--headless" in sys.argv or os.environ.get("LOCUST_HEADLESS", "").lower() in ("1", "true")
-    worker = "--worker" in sys.argv
-    if worker or not (headless or len(scenario.load.stages) > 1 or scenario.load.open_loop):
-        return None
-    return make_shape_class(scenario.load, on_stage=_on_stage)
-
-
-def _on_stage(index: int, target: float, start_s: float) -> None:
-    ctx = CONTEXT
-    if ctx is None:
-        return
-    _enter_level(ctx, target, index, at=start_s)
-
-
-LEVEL_MESSAGE = "vlab_level"
-
-
-def _enter_level(ctx: RunContext, target: float, index: int | None = None, at: float | None = None) -> None:
-    """Start a level here and, on a master, on every worker (same index and start time everywhere; an open-loop
-    worker takes 1/workers of the rate)."""
-    current = ctx.tracker.current
-    level = ctx.tracker.enter(target, index, at=at)
-    if level is current:
-        return
-    log.info("vlab: level %d: %s", level.index, _level_label(ctx.scenario, target))
-    if ctx.run_dir is not None and (ctx.run_dir / RUN_JSON).exists():
-        write_levels(ctx.run_dir, ctx.tracker.levels)  # kept current, so a report built mid-run sees the levels
-    if ctx.is_master:
-        workers = max(ctx.environment.runner.worker_count, 1)
-        data = {"index": level.index, "target": target, "start_s": level.start_s, "share": 1.0 / workers}
-        ctx.environment.runner.send_message(LEVEL_MESSAGE, data)
-
-
-def _on_records_message(environment: Environment, msg, **_kw) -> None:
-    ctx = context()
-    if ctx.receiver is not None:
-        ctx.receiver(environment, msg)
-
-
-def _on_level_message(environment: Environment, msg, **_kw) -> None:
-    ctx = context()
-    ctx.tracker.enter(float(msg.data["target"]), int(msg.data["index"]), at=float(msg.data["start_s"]))
-    ctx.share = float(msg.data.get("share", 1.0))
-    if ctx.schedule is not None:
-        ctx.schedule.share = ctx.share
-
-
-def _level_label(scenario: Scenario, target: float) -> str:
-    return f"{target:g} req/s" if scenario.load.open_loop else f"{target:g} users"
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 2, 130, 143
+_STATE: dict[str, Any] = {"signal": None, "time_limit_s": None}
 
 
 # ------------------------------------------------------------------------------------------------------- options
 @events.init_command_line_parser.add_listener
-def _add_arguments(parser) -> None:
-    group = parser.add_argument_group("vllm-inference-lab")
-    group.add_argument("--scenario", type=str, env_var="LOCUST_SCENARIO", default="", help="Scenario YAML file.")
-    group.add_argument(
-        "--run-dir", type=str, env_var="LOCUST_RUN_DIR", default="", help="Run folder (default: reports/<time>-<name>)."
-    )
+def _add_arguments(parser: Any, **_kw: Any) -> None:
+    vlab_options.add_arguments(parser)
 
 
-def _fail(environment: Environment, message: str, code: int = 2) -> None:
-    """Report a user mistake as one line and end the run with a non-zero exit code."""
+def _error(message: str, code: int) -> None:
+    print(f"vlab: error: {message}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+def _fail(environment: Environment, message: str, code: int) -> None:
+    """Report a user mistake (or an unreachable server) as one line and end the run with a non-zero exit code."""
     print(f"vlab: error: {message}", file=sys.stderr, flush=True)
     environment.process_exit_code = code
     runner = environment.runner
@@ -251,34 +93,54 @@ def _fail(environment: Environment, message: str, code: int = 2) -> None:
         gevent.spawn_later(0, runner.quit)
 
 
+# ---------------------------------------------------------------------------------------------------------- init
 @events.init.add_listener
-def _on_init(environment: Environment, **_kw) -> None:
-    global CONTEXT
+def _on_init(environment: Environment, **_kw: Any) -> None:
     options = environment.parsed_options
     path = getattr(options, "scenario", "") if options else ""
     if not path:
-        print("vlab: error: --scenario FILE is required (see scenarios/)", file=sys.stderr)
-        sys.exit(2)
+        _error("--scenario FILE is required (see scenarios/)", EXIT_BAD_INPUT)
+    worker = isinstance(environment.runner, WorkerRunner)
     try:
-        scenario = load_scenario(path)
+        effective = vlab_options.effective_scenario(path, options)
     except UserError as exc:
-        print(f"vlab: error: {exc}", file=sys.stderr)
-        sys.exit(exc.exit_code)
+        _error(str(exc), exc.exit_code)
+    scenario = effective.scenario
+    _STATE["time_limit_s"] = effective.time_limit_s
+    for note in effective.notes:
+        log.info("vlab: %s", note)
     if not environment.host:
         environment.host = scenario.api.host or DEFAULT_HOST
-    if scenario.data.rag is not None and not isinstance(environment.runner, MasterRunner):
-        # Ingesting the corpus and loading the embedding model take seconds: do it before any load clock starts.
-        from rag.load_user import open_retriever
-
-        try:
-            open_retriever(scenario.data.rag)
+    ctx = RunContext(scenario=scenario, scenario_path=Path(path), environment=environment)
+    if options.run_dir and not worker:
+        ctx.run_dir = Path(options.run_dir)
+        if holds_run(ctx.run_dir):
+            if not options.overwrite:
+                _error(f"--run-dir {ctx.run_dir} already holds a run; choose another folder or pass --overwrite", 2)
+            clear_run(ctx.run_dir)
+    set_context(ctx)
+    if not isinstance(environment.runner, MasterRunner):
+        try:  # e.g. the RAG user ingests its corpus: before any load clock starts
+            for user_class in environment.user_classes or []:
+                prepare = getattr(user_class, "prepare", None)
+                if prepare is not None:
+                    prepare(ctx)
         except UserError as exc:
-            print(f"vlab: error: {exc}", file=sys.stderr)
-            sys.exit(exc.exit_code)
-    CONTEXT = RunContext(scenario=scenario, scenario_path=Path(path), environment=environment)
-    if options.run_dir:
-        CONTEXT.run_dir = Path(options.run_dir)
-    if not isinstance(environment.runner, WorkerRunner):
+            _error(str(exc), exc.exit_code)
+    headless = bool(getattr(options, "headless", False))
+    if driven_by_levels(scenario, headless=headless, worker=worker):
+        environment.shape_class = LevelShape(scenario)
+        if environment.web_ui is not None:
+            environment.web_ui.update_template_args()
+        ctx.tracker.gate.clear()  # the controller opens it when the first level starts
+    if headless and not worker and not getattr(options, "csv_prefix", None):
+        ctx.wants_locust_csv = True  # set in _prepare_run_folder, once the folder is known
+    if worker:
+        ctx.tracker.gate.clear()  # until the master starts a level
+        install_worker(ctx)
+    elif isinstance(environment.runner, MasterRunner):
+        environment.runner.register_message(MESSAGE_TYPE, _on_records_message)
+    if not worker:
         # Locust 2.47 installs its SIGTERM handler only after a headless shape run has finished, so a SIGTERM during
         # one killed the process with nothing recorded as interrupted. Until Locust's own handler replaces this one,
         # SIGTERM stops the runner in order (users stopped, in-flight requests cut off, test_stop fired, records
@@ -288,38 +150,40 @@ def _on_init(environment: Environment, **_kw) -> None:
         from vlab.locust.webui import install
 
         install(environment)
-    runner = environment.runner
-    if isinstance(runner, MasterRunner):
-        runner.register_message(MESSAGE_TYPE, _on_records_message)
-    elif isinstance(runner, WorkerRunner):
-        runner.register_message(LEVEL_MESSAGE, _on_level_message)
+
+
+def _on_records_message(environment: Environment, msg: Any, **_kw: Any) -> None:
+    ctx = current()
+    if ctx is not None and ctx.receiver is not None:
+        ctx.receiver(environment, msg)
 
 
 # ----------------------------------------------------------------------------------------------------- test start
 @events.test_start.add_listener
-def _on_test_start(environment: Environment, **_kw) -> None:
-    ctx = context()
+def _on_test_start(environment: Environment, **_kw: Any) -> None:
+    ctx = current()
+    if ctx is None:
+        return
     try:
-        ctx.api_key = api_key_for(ctx.scenario)
-        if ctx.is_master:
-            host = ctx.environment.host or DEFAULT_HOST
-            ctx.server = probe_server(host, ctx.scenario.api.model, api_key=ctx.api_key)
-        else:
+        ctx.creds = credentials_for(ctx.scenario.api)
+        ctx.server = probe_server(ctx.host, ctx.scenario.api.model, creds=ctx.creds)
+        if not ctx.is_master:
             _prepare_load_process(ctx)
         if not ctx.is_worker:
             _prepare_run_folder(ctx)
     except UserError as exc:
+        ctx.start_error = str(exc)
+        _write_not_started(ctx, str(exc))
         _fail(environment, str(exc), exc.exit_code)
         return
-    shape = environment.shape_class
-    if shape is not None and not ctx.is_worker:
-        # Start-up (probe, tokenizer calibration, a RAG retriever) ran while the shape's clock was already going:
-        # restart it, so the first stage gets its full duration.
-        shape.reset_time()
-        if ctx.tracker.current is not None:
-            ctx.tracker.current.start_s = time.time()
-    if not ctx.is_worker and ctx.run_dir is not None:
-        write_levels(ctx.run_dir, ctx.tracker.levels)
+    except Exception as exc:  # a bug: shown whole in the log, and the run ends instead of waiting at a closed gate
+        log.exception("vlab: internal error while starting the test")
+        ctx.start_error = f"internal error while starting the test: {type(exc).__name__}: {exc}"
+        _write_not_started(ctx, ctx.start_error)
+        _fail(environment, ctx.start_error, EXIT_FAILED)
+        return
+    if not ctx.is_worker:
+        _start_levels(ctx)
 
 
 def _quiet_gc() -> None:
@@ -334,19 +198,25 @@ def _quiet_gc() -> None:
 
 
 def _prepare_load_process(ctx: RunContext) -> None:
-    """Probe the server and build the workload: done once per load-generating process, before its users run."""
-    scenario = ctx.scenario
-    host = ctx.environment.host or DEFAULT_HOST
-    ctx.server = probe_server(host, scenario.api.model, api_key=ctx.api_key)
+    """Calibrate prompt lengths and build the workload: once per load-generating process, before its users run."""
+    scenario, server = ctx.scenario, ctx.server
+    assert server is not None
     vocabulary = None
     if scenario.data.dataset is None and scenario.data.rag is None:
-        vocabulary = WordVocabulary.calibrate(Tokenizer(host, ctx.server.model, ctx.api_key))
+        tokenizer = choose_tokenizer(server, scenario.api.tokenizer, ctx.creds)
+        if tokenizer is None:
+            vocabulary = WordVocabulary.approximate()
+            ctx.prompt_lengths = "approximate (no /tokenize on the server and no local tokenizer: words, not tokens)"
+            log.warning("vlab: prompt lengths are %s; pass --set api.tokenizer=PATH for exact ones", ctx.prompt_lengths)
+        else:
+            vocabulary = WordVocabulary.calibrate(tokenizer)
+            ctx.prompt_lengths = f"exact ({tokenizer.source})"
     if ctx.finisher is not None:  # a new test in the same process (web UI): finish the previous one first
         ctx.finisher.close()
     # Made before the factory: users run only once there is a factory, and then always find a finisher.
     ctx.finisher = Finisher(deferred=os.environ.get("VLAB_FINISH") != "inline")  # inline: client benchmark A/B
-    ctx.factory = PromptFactory(scenario, ctx.server.model, vocabulary, node=ctx.node)
-    ctx.factory.check_context(ctx.server.max_model_len)
+    factory = PromptFactory(scenario, server.model, vocabulary, node=ctx.node)
+    factory.check_context(server.max_model_len)
     if ctx.sink is not None:
         ctx.sink.close()
     if ctx.is_worker:
@@ -360,7 +230,45 @@ def _prepare_load_process(ctx: RunContext) -> None:
         ctx.schedule.start()
     ctx.monitor = ClientMonitor(ctx.node, ctx.tracker, ctx.sink.add_monitor)
     ctx.monitor.start()
+    ctx.factory = factory
     _quiet_gc()
+
+
+def _base_meta(ctx: RunContext) -> RunMeta:
+    server = ctx.server
+    options = ctx.environment.parsed_options
+    user_classes = ctx.environment.user_classes or []
+    for warning in sorted({getattr(cls, "client_warning", "") for cls in user_classes} - {""}):
+        log.warning("vlab: %s", warning)
+    return RunMeta(
+        format=RECORDS_FORMAT,
+        scenario=ctx.scenario,
+        scenario_path=str(ctx.scenario_path),
+        command=shlex.join(sys.argv),
+        host=ctx.host,
+        suite_commit=git_commit(),
+        load_generator=load_generator_info(),
+        client=",".join(sorted({getattr(cls, "client_label", cls.__name__) for cls in user_classes})) or "suite",
+        started_at=time.time(),
+        server=ServerInfoMeta(
+            model=server.model,
+            models=server.models_answer,
+            max_model_len=server.max_model_len,
+            vllm_version=server.version,
+            notes=server.notes,
+        )
+        if server is not None
+        else None,
+        prompt_overhead_tokens={
+            "chat": ctx.factory.vocab.chat_overhead,
+            "completions": ctx.factory.vocab.completions_overhead,
+        }
+        if ctx.factory is not None and ctx.factory.vocab is not None
+        else None,
+        prompt_lengths=ctx.prompt_lengths or None,
+        server_profile=getattr(options, "server_profile", "") or None,
+        dataset=ctx.factory.dataset_summary if ctx.factory is not None else None,
+    )
 
 
 def _prepare_run_folder(ctx: RunContext) -> None:
@@ -371,65 +279,89 @@ def _prepare_run_folder(ctx: RunContext) -> None:
         if ctx.sink is None:
             ctx.sink = CsvSink(ctx.run_dir)
         ctx.receiver = BatchReceiver(ctx.sink)
-    meta = base_metadata(ctx.scenario.model_dump(mode="json"), ctx.environment.host or DEFAULT_HOST)
-    user_classes = ctx.environment.user_classes or []
-    meta["client"] = ",".join(sorted({getattr(cls, "client_label", cls.__name__) for cls in user_classes}))
-    for warning in sorted({getattr(cls, "client_warning", "") for cls in user_classes} - {""}):
-        log.warning("vlab: %s", warning)
-    meta["scenario_path"] = str(ctx.scenario_path)
-    meta["command"] = shlex.join(sys.argv)
-    if ctx.server is not None:
-        meta["server"] = {
-            "model": ctx.server.model,
-            "models": ctx.server.models_answer,
-            "max_model_len": ctx.server.max_model_len,
-            "vllm_version": ctx.server.version,
-        }
-    if ctx.factory is not None and ctx.factory.vocab is not None:
-        meta["prompt_overhead_tokens"] = {
-            "chat": ctx.factory.vocab.chat_overhead,
-            "completions": ctx.factory.vocab.completions_overhead,
-        }
-    profile = os.environ.get("VLAB_SERVER_PROFILE")
-    if profile:
-        meta["server_profile"] = profile
-    write_json_atomic(ctx.run_dir / RUN_JSON, meta)
-    ctx._poller = gevent.spawn(_watch_runner, ctx)
-    if ctx.scenario.api.metrics_interval_s > 0:
-        from vlab.telemetry.server_metrics import start_sampler
-
-        # A separate process: parsing /metrics never runs on this process's gevent hub, beside the users' stamps.
-        ctx.sampler = start_sampler(
-            ctx.environment.host or DEFAULT_HOST, ctx.run_dir, ctx.scenario.api.metrics_interval_s, ctx.api_key
-        )
+    if ctx.wants_locust_csv:
+        _start_locust_csv(ctx)
+    _base_meta(ctx).write(ctx.run_dir)
+    gevent.spawn(_watch_runner, ctx)
+    interval = ctx.scenario.api.metrics_interval_s
+    if interval > 0:
+        # Separate processes: parsing /metrics or reading NVML never runs on this process's gevent hub.
+        ctx.samplers.append(start_sampler(ctx.host, ctx.run_dir, interval, ctx.creds.api_key))
+        try:  # MERGE: the GPU sampler lands with the gpu branch
+            from vlab.telemetry.gpu import start_gpu_sampler
+        except ImportError:
+            pass
+        else:
+            ctx.samplers.append(start_gpu_sampler(ctx.run_dir, interval))
     print(f"vlab: run folder {ctx.run_dir}", file=sys.stderr, flush=True)
+
+
+def _start_locust_csv(ctx: RunContext) -> None:
+    """Headless run without --csv: Locust's own CSV files go into the run folder, as with `vlab sweep`."""
+    from locust import stats
+
+    assert ctx.run_dir is not None
+    prefix = str(ctx.run_dir / LOCUST_CSV_PREFIX)
+    writer = stats.StatsCSVFileWriter(ctx.environment, stats.PERCENTILES_TO_REPORT, prefix, False)
+    gevent.spawn(writer.stats_writer)
+    ctx.locust_csv = writer
+
+
+def _start_levels(ctx: RunContext) -> None:
+    """The level controller, when the levels drive the run (on the master or the only process)."""
+    if ctx.environment.shape_class is None:
+        return
+    shape = ctx.environment.shape_class
+    shape.reset_time()  # start-up (probe, calibration) ran while the shape's clock was going
+    cluster = MasterCluster(ctx) if ctx.is_master else LocalCluster(ctx)
+
+    def on_level(level: Any) -> None:
+        if ctx.run_dir is not None:
+            write_levels(ctx.run_dir, ctx.tracker.levels)  # kept current, so a report built mid-run sees the levels
+        if level.end_s is None:
+            unit = "req/s" if ctx.scenario.load.open_loop else "users"
+            log.info("vlab: level %d: %g %s", level.index, level.target, unit)
+
+    ctx.controller = LevelController(
+        ctx.scenario.load, ctx.tracker, cluster, on_level=on_level, time_limit_s=_STATE["time_limit_s"]
+    )
+    ctx.controller.start()
 
 
 def _watch_runner(ctx: RunContext) -> None:
     """On the master (or the only process): without a shape (web UI), every new target user count started from the
-    form is a new level; on a master, a worker that stops sending heartbeats is noted as lost."""
+    form is a level; on a master, a worker that stops sending heartbeats is noted as lost."""
     runner = ctx.environment.runner
     follow_users = ctx.environment.shape_class is None
     lost: set[str] = set()
     while True:
         target = getattr(runner, "target_user_count", None)
         if follow_users and target:
-            _enter_level(ctx, float(target))
+            current_level = ctx.tracker.current
+            level = ctx.tracker.enter(float(target))
+            if level is not current_level:
+                if ctx.run_dir is not None:
+                    write_levels(ctx.run_dir, ctx.tracker.levels)
+                if ctx.is_master:
+                    send_level(ctx, level)
         if ctx.is_master:
             for client in runner.clients.missing:
                 if client.id not in lost:
                     lost.add(client.id)
-                    ctx.workers_lost.append({"worker": client.id, "at": time.time()})
+                    ctx.workers_lost.append(LostWorker(worker=client.id, at=time.time()))
                     log.warning("vlab: worker %s was lost; its records sent so far are kept", client.id)
         gevent.sleep(0.25)
 
 
 # ------------------------------------------------------------------------------------------------------ test stop
 @events.test_stop.add_listener
-def _on_test_stop(environment: Environment, **_kw) -> None:
-    ctx = CONTEXT
+def _on_test_stop(environment: Environment, **_kw: Any) -> None:
+    ctx = current()
     if ctx is None:
         return
+    interrupted = ctx.controller is not None and not ctx.controller.finished
+    if ctx.controller is not None:
+        ctx.controller.stop()
     if ctx.schedule is not None:
         ctx.schedule.stop()
     if ctx.monitor is not None:
@@ -446,57 +378,110 @@ def _on_test_stop(environment: Environment, **_kw) -> None:
             log.warning("vlab: %d of %d workers sent no final batch", live - len(ctx.receiver.finished), live)
     if ctx.sink is not None:
         ctx.sink.flush()
-    if ctx._poller is not None:
-        ctx._poller.kill(block=False)
-    if ctx.sampler is not None:
-        ctx.sampler.stop()
-        ctx.sampler = None
+    for sampler in ctx.samplers:
+        sampler.stop()
+    ctx.samplers = []
     if not ctx.is_worker and ctx.run_dir is not None and (ctx.run_dir / RUN_JSON).exists():
-        ctx.tracker.close()
-        write_levels(ctx.run_dir, ctx.tracker.levels)
-        meta = read_run_json(ctx.run_dir)
-        meta["ended_at"] = time.time()
-        if environment.shape_class is None:
-            meta["status"] = "stopped"
-        else:
-            finished = ctx.shape_finished or (time.time() - meta["started_at"]) >= ctx.scenario.load.duration_s - 1
-            meta["status"] = "completed" if finished else "interrupted"
-            if not finished:
-                meta["interrupted_at"] = meta["ended_at"]
-        meta["records"] = ctx.sink.written if ctx.sink is not None else None
-        if ctx.is_master:
-            meta["workers"] = {
-                "lost": ctx.workers_lost,
-                "batches_rejected": ctx.receiver.rejected if ctx.receiver else 0,
-            }
-        write_json_atomic(ctx.run_dir / RUN_JSON, meta)
+        _finish_run(ctx, interrupted=interrupted or _STATE["signal"] is not None)
+
+
+def _finish_run(ctx: RunContext, *, interrupted: bool) -> None:
+    """Close the levels and write run.json's end: the status says what happened, and sets the exit code."""
+    assert ctx.run_dir is not None
+    ctx.tracker.close(ended_by="stop")
+    write_levels(ctx.run_dir, ctx.tracker.levels)
+    meta = read_run_meta(ctx.run_dir)
+    meta.ended_at = time.time()
+    counts = ctx.sink.counts if ctx.sink is not None else None
+    if ctx.environment.shape_class is None:
+        meta.status = "stopped"
+    elif interrupted:
+        meta.status, meta.interrupted_at = "interrupted", meta.ended_at
+    else:
+        meta.status = "completed"
+    notes = list(ctx.controller.notes) if ctx.controller is not None else []
+    if counts is not None and meta.status != "interrupted":
+        verdict = judge_run(counts.ok, counts.failed_by_kind)
+        if verdict is not None:
+            meta.status, meta.status_reason = "failed", verdict
+    if notes:
+        meta.status_reason = "; ".join(filter(None, [meta.status_reason, *notes]))
+    meta.records = ctx.sink.written if ctx.sink is not None else None
+    if ctx.is_master:
+        meta.workers = WorkersMeta(lost=ctx.workers_lost, batches_rejected=ctx.receiver.rejected if ctx.receiver else 0)
+    meta.write(ctx.run_dir)
+    ctx.environment.process_exit_code = exit_code(meta.status, _STATE["signal"])
+    if meta.status_reason:
+        print(f"vlab: run {meta.status}: {meta.status_reason}", file=sys.stderr, flush=True)
+
+
+def exit_code(status: str, signum: int | None) -> int:
+    """The process exit code of a run that ended with `status` (see the module docstring)."""
+    if status == "interrupted":
+        return EXIT_SIGTERM if signum == signal.SIGTERM else EXIT_SIGINT
+    return EXIT_FAILED if status in ("failed", "not_started") else EXIT_OK
+
+
+def _write_not_started(ctx: RunContext, reason: str) -> None:
+    """A run that could not start leaves a run.json that says so, in a folder the user named (none is created)."""
+    if ctx.is_worker or ctx.run_dir is None or not ctx.run_dir.is_dir():
+        return
+    meta = RunMeta(
+        format=RECORDS_FORMAT,
+        scenario=ctx.scenario,
+        scenario_path=str(ctx.scenario_path),
+        command=shlex.join(sys.argv),
+        host=ctx.host,
+        suite_commit=git_commit(),
+        load_generator=load_generator_info(),
+        started_at=time.time(),
+        ended_at=time.time(),
+        status="not_started",
+        status_reason=reason,
+    )
+    meta.write(ctx.run_dir)
 
 
 def _terminate(environment: Environment) -> None:
+    _STATE["signal"] = signal.SIGTERM
     print("vlab: SIGTERM: stopping the run; records so far are kept", file=sys.stderr, flush=True)
     runner = environment.runner
     if runner is not None and runner.state in (STATE_SPAWNING, STATE_RUNNING):
         runner.stop()
 
 
-def _stop_workers_first(runner) -> None:
-    """On a master, stop the test with a stop message to the workers, so that they flush their last records
-    before the master's test_stop. (Locust's headless quit path fires test_stop first and tells workers later.)"""
-    if isinstance(runner, MasterRunner) and runner.state in (STATE_SPAWNING, STATE_RUNNING):
-        runner.stop()
-
-
 @events.quitting.add_listener
-def _on_quitting(environment: Environment, **_kw) -> None:
+def _on_quitting(environment: Environment, **_kw: Any) -> None:
     # Ctrl-C / SIGTERM: Locust fires `quitting` before it stops the runner. Stop it here, so that test_stop records
     # the in-flight requests as cut off and marks run.json interrupted while the sink is still open.
     runner = environment.runner
+    ctx = current()
     if runner is not None and not isinstance(runner, WorkerRunner) and runner.state in (STATE_SPAWNING, STATE_RUNNING):
+        if ctx is not None and ctx.controller is not None and not ctx.controller.finished and _STATE["signal"] is None:
+            _STATE["signal"] = signal.SIGINT
         runner.stop()
-    ctx = CONTEXT
-    if ctx is not None and ctx.finisher is not None:
+    if ctx is None:
+        return
+    if ctx.finisher is not None:
         ctx.finisher.close()
-    if ctx is not None and ctx.sink is not None:
+    if ctx.sink is not None:
         ctx.sink.close()
-        if not ctx.is_worker and ctx.run_dir is not None:
-            print(f"vlab: {ctx.sink.written} requests recorded in {ctx.run_dir}", file=sys.stderr, flush=True)
+    if ctx.locust_csv is not None:
+        ctx.locust_csv.close_files()
+    if ctx.is_worker or ctx.run_dir is None:
+        return
+    if ctx.sink is not None:
+        print(f"vlab: {ctx.sink.written} requests recorded in {ctx.run_dir}", file=sys.stderr, flush=True)
+    options = environment.parsed_options
+    if getattr(options, "headless", False) and not getattr(options, "no_report", False) and ctx.sink is not None:
+        _report(ctx.run_dir)
+
+
+def _report(run_dir: Path) -> None:
+    """A headless run's report and per-level table, built by `vlab report` in a child process."""
+    cmd = [sys.executable, "-m", "vlab", "report", str(run_dir), "--table"]
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    try:
+        subprocess.run(cmd, cwd=REPO_ROOT, env=env, timeout=600, check=False, stdout=sys.stderr)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        print(f"vlab: the report could not be built ({exc}); run: vlab report {run_dir}", file=sys.stderr)

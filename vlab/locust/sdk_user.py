@@ -8,8 +8,9 @@ tenth of the suite's token events/s (`bench/client_bench.py --clients suite,sdk`
 
     locust -f locustfiles/openai_sdk.py --scenario scenarios/demo.yaml --headless
 
-Events are counted as in `vlab.client.sse`: the first chunk with a choice is the first choice event (TTFT), every chunk with
-a choice except chat's role-only first chunk is a token event; usage comes from the usage chunk.
+Events are counted as in `vlab.client.sse`: the first chunk with a choice is the first choice event, every chunk
+with a choice except chat's role-only first chunk is a token event (the first is TTFT); usage comes from the usage
+chunk.
 """
 
 from __future__ import annotations
@@ -42,33 +43,38 @@ class OpenAISDKUser(LLMUser):
         super().on_start()  # its StreamConnection never connects: the SDK keeps its own connection pool
         import openai
 
-        from rag.answer import make_client
+        from vlab.client.openai_sdk import make_client
 
         api = self.ctx.scenario.api
         self.client = make_client(
-            self.host or self.ctx.environment.host,
+            self.host or self.ctx.host,
             openai.Timeout(api.read_timeout_s, connect=api.connect_timeout_s),
-            api_key=self.ctx.api_key or "EMPTY",
+            api_key=self.ctx.creds.api_key or "EMPTY",
+            headers=self.ctx.creds.headers,
         )
 
     def on_stop(self) -> None:
         self.client.close()
 
-    def send(self, prepared: PreparedRequest, queue_wait_ms: float, want_text: bool = False) -> Sent:
+    def send(self, request: Request, want_text: bool = False) -> Sent:
         ctx = self.ctx
-        request = Request(prepared, self.user_index, ctx.tracker.current, queue_wait_ms)
+        prepared = request.prepared
         raw = RawStream()
+        level_index = request.level.index if request.level is not None else -1
+        ctx.tracker.started(raw)
         result = StreamResult(status=0)
         texts: list[str] = []
         try:
             _stream(self.client, ctx.scenario.api.endpoint, prepared, raw, result, texts)
         except GreenletExit:
+            ctx.tracker.finished(raw, level_index)
             record_result(ctx, raw, result, request, cut_off=True)
             raise
         except Exception as exc:
             result.error_kind, result.error = _classify(exc, got_data=result.first_choice_stamp is not None)
             result.status = getattr(exc, "status_code", result.status)
             raw.error_kind = result.error_kind
+        ctx.tracker.finished(raw, level_index)
         raw.status = result.status
         if want_text:
             result.text = "".join(texts)
@@ -102,7 +108,8 @@ def _stream(
             result.first_choice_stamp = stamp
         delta = getattr(choice, "delta", None)
         text = (delta.content if delta is not None else choice.text) or ""
-        role_only = delta is not None and delta.role and not text and not result.token_stamps
+        generated = text or any(getattr(delta, k, None) for k in ("reasoning", "reasoning_content", "tool_calls"))
+        role_only = delta is not None and delta.role and not generated and not result.token_stamps
         if not role_only:
             result.token_stamps.append(stamp)
             texts.append(text)
@@ -121,7 +128,8 @@ def _classify(exc: Exception, got_data: bool) -> tuple[str, str]:
     if isinstance(exc, openai.APITimeoutError | httpx.TimeoutException):
         return ErrorKind.READ_TIMEOUT, message
     if isinstance(exc, openai.APIStatusError):
-        return ErrorKind.HTTP, f"HTTP {exc.status_code}: {message}"
+        kind = ErrorKind.RATE_LIMITED if exc.status_code == 429 else ErrorKind.HTTP
+        return kind, f"HTTP {exc.status_code}: {message}"
     if isinstance(exc, openai.APIConnectionError | httpx.TransportError):
         return (ErrorKind.STREAM_CUT if got_data else ErrorKind.CONNECT), message
     return ErrorKind.CLIENT, f"{type(exc).__name__}: {message}"

@@ -20,8 +20,35 @@ from pathlib import Path
 import gevent
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from vlab.core.records import REQUESTS_CSV, TOKENS_CSV, TOKENS_HEADER, RequestRecord, token_lines
-from vlab.locust.monitor import MONITOR_CSV, MONITOR_HEADER
+from vlab.core.client_health import MONITOR_HEADER
+from vlab.core.records import TOKENS_HEADER, RequestRecord, token_lines
+from vlab.core.runfolder import MONITOR_CSV, REQUESTS_CSV, TOKENS_CSV
+
+_COLUMNS = RequestRecord.columns()
+_OK, _KIND = _COLUMNS.index("ok"), _COLUMNS.index("error_kind")
+
+
+class RunCounts:
+    """How the requests written so far ended: ok, and failed by error kind (cut-off and rate-limited requests are
+    kept apart: they are not failures, `vlab.core.metrics.outcomes`)."""
+
+    def __init__(self) -> None:
+        self.ok = 0
+        self.failed_by_kind: dict[str, int] = {}
+        self.other: dict[str, int] = {}
+
+    def count(self, ok: bool, kind: str) -> None:
+        if ok:
+            self.ok += 1
+        elif kind in ("cut_off", "rate_limited"):
+            self.other[kind] = self.other.get(kind, 0) + 1
+        else:
+            self.failed_by_kind[kind] = self.failed_by_kind.get(kind, 0) + 1
+
+    def count_line(self, line: str) -> None:
+        """A `requests.csv` line from a worker (its error message, the only quoted cell, comes after these)."""
+        cells = line.split(",", _KIND + 1)
+        self.count(cells[_OK] == "1", cells[_KIND])
 
 
 class _Pending:
@@ -31,9 +58,11 @@ class _Pending:
         self._requests_q: list[str] = []
         self._tokens_q: list[str] = []
         self._monitor_q: list[str] = []
+        self.counts = RunCounts()
 
     def add(self, record: RequestRecord, token_times_ms: tuple[float, ...] | list[float]) -> None:
         """Queue one finished request (string formatting only)."""
+        self.counts.count(record.ok, record.error_kind)
         self._requests_q.append(record.csv_line())
         if token_times_ms:
             self._tokens_q.append(token_lines(record.request_id, token_times_ms))
@@ -85,6 +114,8 @@ class CsvSink(_Pending):
 
     def add_lines(self, request_lines: list[str], token_chunks: list[str], monitor_lines: list[str] = ()) -> None:
         """Queue already formatted lines (records that arrived from a worker process)."""
+        for line in request_lines:
+            self.counts.count_line(line)
         self._requests_q.extend(request_lines)
         self._tokens_q.extend(token_chunks)
         self._monitor_q.extend(monitor_lines)

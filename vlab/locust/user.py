@@ -1,10 +1,16 @@
 """The Locust user that streams completions and measures every token event.
 
-Each request: take an arrival ticket (open loop only), build the body, send it on the user's own keep-alive
-connection (`vlab.client.stream`), and after the last byte hand the stamped reads to the process's finisher
-(`vlab.locust.finisher`), which turns them into a `RequestRecord` plus token times (`vlab.client.sse`, `vlab.core.metrics`) between
-other streams' reads. Three Locust request events per request (TTFT, ITL mean, and the request itself as
-E2E) feed Locust's console, web UI and `--csv`; the exact numbers are the run's own CSVs.
+Each request: wait for the level gate (closed while a level drains), take an arrival ticket (open loop only),
+build the body, send it on the user's own keep-alive connection (`vlab.client.stream`), and after the last byte
+hand the stamped reads to the process's finisher (`vlab.locust.finisher`), which turns them into a `RequestRecord`
+plus token times (`vlab.client.sse`, `vlab.core.metrics`) between other streams' reads.
+
+Locust sees one request event per request, named after the endpoint, with the end-to-end latency as its response
+time: its console, "Aggregated" row and `--csv` count each request once. The exact TTFT/ITL/TPOT numbers are the run's
+own CSVs (and the web UI's LLM tab).
+
+A user class prepares the process once before any load through `prepare(ctx)` (the plugin calls it for every user
+class of the run): this one needs nothing; the RAG user opens its retriever there.
 """
 
 from __future__ import annotations
@@ -24,8 +30,8 @@ from vlab.client.sse import StreamResult, parse_stream
 from vlab.client.stream import RawStream, StreamConnection
 from vlab.core.metrics import RequestTiming
 from vlab.core.records import ErrorKind, RequestRecord
-from vlab.locust.load import Level
-from vlab.locust.plugin import RunContext, context
+from vlab.core.runfolder import Level
+from vlab.locust.context import RunContext, context
 from vlab.locust.workload import PreparedRequest
 
 log = logging.getLogger("vlab")
@@ -35,13 +41,14 @@ CONNECT_BACKOFF_S = 0.5
 
 
 def open_connection(ctx: RunContext, host: str | None) -> StreamConnection:
-    """A user's own keep-alive connection, with the scenario's timeouts and the run's API key."""
+    """A user's own keep-alive connection, with the scenario's timeouts and the run's credentials."""
     api = ctx.scenario.api
     return StreamConnection(
-        host or ctx.environment.host,
+        host or ctx.host,
         connect_timeout_s=api.connect_timeout_s,
         read_timeout_s=api.read_timeout_s,
-        api_key=ctx.api_key,
+        api_key=ctx.creds.api_key,
+        headers=ctx.creds.headers,
     )
 
 
@@ -54,6 +61,7 @@ class Request:
     level: Level | None
     """The load level in force at the send."""
     queue_wait_ms: float = 0.0
+    waited_for_slot: bool = False
     retrieval_ms: float = math.nan
 
 
@@ -69,32 +77,28 @@ class Sent:
         return self.finished.get()
 
 
-def measure(
-    ctx: RunContext,
-    conn: StreamConnection,
-    prepared: PreparedRequest,
-    user_index: int,
-    *,
-    queue_wait_ms: float = 0.0,
-    retrieval_ms: float = math.nan,
-    want_text: bool = False,
-) -> Sent:
-    """Send one request and read its stream on this greenlet; hand the rest (parse, record, sink, Locust events)
+def measure(ctx: RunContext, conn: StreamConnection, request: Request, *, want_text: bool = False) -> Sent:
+    """Send one request and read its stream on this greenlet; hand the rest (parse, record, sink, Locust event)
     to the finisher, so that the next request can go at once and no burst of parsing delays other streams' reads."""
-    request = Request(prepared, user_index, ctx.tracker.current, queue_wait_ms, retrieval_ms)
     raw = RawStream()
     client_error = ""
     finish = functools.partial(_finish, ctx, raw, request, want_text=want_text)
+    tracker = ctx.tracker
+    level_index = request.level.index if request.level is not None else -1
+    tracker.started(raw)
     try:
-        conn.post(ctx.scenario.api.path, prepared.body, raw)
+        conn.post(ctx.scenario.api.path, request.prepared.body, raw)
     except GreenletExit:
         conn.close()  # the run stopped while this request was in flight: record it as cut off, then stop
+        tracker.finished(raw, level_index)
         finish(cut_off=True)
         raise
     except Exception as exc:  # a bug in the client: recorded and logged, never lost or hidden
         conn.close()
         client_error = f"{type(exc).__name__}: {exc}"
         log.exception("vlab: client error")
+    tracker.finished(raw, level_index)
+    assert ctx.finisher is not None
     return Sent(raw, ctx.finisher.submit(functools.partial(finish, client_error=client_error)))
 
 
@@ -130,7 +134,7 @@ def record_result(
     if ctx.sink is not None:
         ctx.sink.add(record, token_times)
     if not cut_off:
-        _fire_locust_events(ctx, record)
+        _fire_locust_event(ctx, record)
     return result
 
 
@@ -157,6 +161,8 @@ def to_record(
         endpoint=ctx.scenario.api.endpoint,
         t_start_s=raw.t_send_wall or time.time(),
         queue_wait_ms=request.queue_wait_ms,
+        waited_for_slot=request.waited_for_slot,
+        first_chunk_ms=timing.first_chunk_ms if timing else math.nan,
         ttft_ms=timing.ttft_ms if timing else math.nan,
         e2e_ms=timing.e2e_ms if timing else math.nan,
         itl_mean_ms=timing.itl_mean_ms if timing else math.nan,
@@ -178,29 +184,16 @@ def to_record(
     return record, timing.token_times_ms if timing else ()
 
 
-def _fire_locust_events(ctx: RunContext, record: RequestRecord) -> None:
-    fire = ctx.environment.events.request.fire
-    name = ctx.scenario.api.path
-    if record.ok:
-        fire(request_type="TTFT", name=name, response_time=record.ttft_ms, response_length=0, exception=None)
-        if record.n_events > 1:
-            fire(request_type="ITL", name=name, response_time=record.itl_mean_ms, response_length=0, exception=None)
-        fire(
-            request_type="POST",
-            name=name,
-            response_time=record.e2e_ms,
-            response_length=max(record.completion_tokens, record.n_events),
-            exception=None,
-        )
-    else:
-        elapsed = record.e2e_ms if not math.isnan(record.e2e_ms) else (time.time() - record.t_start_s) * 1000.0
-        fire(
-            request_type="POST",
-            name=name,
-            response_time=elapsed,
-            response_length=0,
-            exception=RuntimeError(f"{record.error_kind}: {record.error}"),
-        )
+def _fire_locust_event(ctx: RunContext, record: RequestRecord) -> None:
+    """One Locust request event per request: response time = E2E (ms), length = output tokens."""
+    elapsed = record.e2e_ms if not math.isnan(record.e2e_ms) else (time.time() - record.t_start_s) * 1000.0
+    ctx.environment.events.request.fire(
+        request_type="POST",
+        name=ctx.scenario.api.path,
+        response_time=elapsed,
+        response_length=max(record.completion_tokens, record.n_events) if record.ok else 0,
+        exception=None if record.ok else RuntimeError(f"{record.error_kind}: {record.error}"),
+    )
 
 
 class LLMUser(User):
@@ -213,15 +206,24 @@ class LLMUser(User):
     client_warning = ""
     """Said on the terminal and in the report when a run uses this class."""
 
+    @classmethod
+    def prepare(cls, ctx: RunContext) -> None:
+        """Prepare this process for the class's users, once, before any load (raise `UserError` to refuse)."""
+
     def on_start(self) -> None:
         self.ctx = context()
         self.user_index = self.ctx.next_user_index()
         self.conn = open_connection(self.ctx, self.host)
-        self.history: list[dict] = []
+        self.history: list[dict[str, str]] = []
         self.turns: list[str] = []
 
     def on_stop(self) -> None:
         self.conn.close()
+
+    def next_request(self, history: list[dict[str, str]] | None = None) -> PreparedRequest:
+        """The next request's body (synthetic, dataset or, in subclasses, retrieved)."""
+        assert self.ctx.factory is not None
+        return self.ctx.factory.next_request()
 
     @task
     def generate(self) -> None:
@@ -229,20 +231,22 @@ class LLMUser(User):
         if ctx.factory is None:  # start-up failed (already reported): do nothing until the runner quits
             self.stop()
             return
-        queue_wait_ms = 0.0
+        ctx.tracker.gate.wait()
+        queue_wait_ms, waited = 0.0, False
         if ctx.schedule is not None:
-            due = ctx.schedule.take()
-            queue_wait_ms = max(0.0, (time.perf_counter() - due) * 1000.0)
+            ticket = ctx.schedule.take()
+            queue_wait_ms, waited = max(0.0, (time.perf_counter() - ticket.due) * 1000.0), ticket.all_busy
         dataset = ctx.scenario.data.dataset
         if dataset is not None and dataset.multi_turn:
-            self._next_turn(queue_wait_ms)
+            self._next_turn(queue_wait_ms, waited)
             return
-        sent = self.send(ctx.factory.next_request(), queue_wait_ms)
+        prepared = self.next_request()
+        sent = self.send(Request(prepared, self.user_index, ctx.tracker.current, queue_wait_ms, waited))
         self._back_off_if_unreachable(sent.raw)
 
-    def send(self, prepared: PreparedRequest, queue_wait_ms: float, want_text: bool = False) -> Sent:
+    def send(self, request: Request, want_text: bool = False) -> Sent:
         """Send one request and have it recorded (`measure`)."""
-        return measure(self.ctx, self.conn, prepared, self.user_index, queue_wait_ms=queue_wait_ms, want_text=want_text)
+        return measure(self.ctx, self.conn, request, want_text=want_text)
 
     def _back_off_if_unreachable(self, raw: RawStream) -> None:
         """A closed-loop user facing a server that refuses connections waits CONNECT_BACKOFF_S before trying again,
@@ -250,16 +254,16 @@ class LLMUser(User):
         if raw.error_kind == ErrorKind.CONNECT and self.ctx.schedule is None:
             gevent.sleep(CONNECT_BACKOFF_S)
 
-    def _next_turn(self, queue_wait_ms: float) -> None:
+    def _next_turn(self, queue_wait_ms: float, waited: bool) -> None:
         """Multi-turn chat: replay one conversation's human turns, keeping the real answers as history."""
         factory = self.ctx.factory
         assert factory is not None
         if not self.turns:
             self.turns, self.history = list(factory.conversation()), []
         prompt = self.turns.pop(0)
-        max_tokens = factory.draw_max_tokens()
-        prepared = factory.build(prompt, max_tokens, history=self.history)
-        sent = self.send(prepared, queue_wait_ms, want_text=True)
+        prepared = factory.build(prompt, factory.draw_max_tokens(), history=self.history)
+        request = Request(prepared, self.user_index, self.ctx.tracker.current, queue_wait_ms, waited)
+        sent = self.send(request, want_text=True)
         self._back_off_if_unreachable(sent.raw)
         result = sent.result()
         if result.ok:

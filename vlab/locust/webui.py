@@ -21,8 +21,8 @@ Locust's extension points only, no fork of its UI:
 
 Numbers come from the run folder, never from the users' hot path: `RecordTail` keeps a byte offset into
 `RUN_DIR/requests.csv` and parses only the complete lines added since the last look (the master writes that file in
-distributed runs too, so the page covers every worker). `RUN_DIR/server_metrics.csv` (`vlab.telemetry.server_metrics`) is tailed
-the same way when it exists. Tailing happens only when the page or the LLM tab asks for data.
+distributed runs too, so the page covers every worker). `RUN_DIR/server_metrics.csv` (`vlab.telemetry.server_metrics`)
+is tailed the same way when it exists. Tailing happens only when the page or the LLM tab asks for data.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import gevent
 import yaml
@@ -47,19 +47,16 @@ from locust.runners import STATE_INIT
 
 from vlab.core.errors import UserError
 from vlab.core.paths import REPO_ROOT, SCENARIOS_DIR
-from vlab.core.records import REQUESTS_CSV
+from vlab.core.runfolder import REPORT_HTML, REQUESTS_CSV, SERVER_METRICS_JSON
 from vlab.core.scenario import load_scenario
+from vlab.locust.context import RunContext, context
+from vlab.locust.levels import LevelTracker
 from vlab.locust.live import BUCKET_S, SETTLE_S, STATS, RecordTail
-from vlab.locust.load import LevelTracker
-
-if TYPE_CHECKING:
-    from vlab.locust.plugin import RunContext
+from vlab.locust.shape import LevelShape, driven_by_levels
 
 log = logging.getLogger("vlab")
 
 REPORT_TIMEOUT_S = 180.0
-SERVER_METRICS_JSON = "server_metrics.json"
-REPORT_HTML = "index.html"
 STATIC = Path(__file__).parent / "webui_static"
 TAB_KEY = "llm"
 
@@ -76,8 +73,6 @@ class Console:
 
     @staticmethod
     def ctx() -> RunContext:
-        from vlab.locust.plugin import context  # lazily: the plugin imports this module
-
         return context()
 
     @property
@@ -206,8 +201,6 @@ class Console:
 
     def change_scenario(self, name: str) -> tuple[bool, str]:
         """Replace the scenario by `scenarios/<name>` (validated); (ok, message or one-line error)."""
-        from vlab import locust_plugin
-
         can, reason = self.can_change_scenario()
         if not can:
             return False, str(reason)
@@ -223,11 +216,11 @@ class Console:
         ctx.scenario_path = files[name]
         ctx.tracker = LevelTracker(open_loop=scenario.load.open_loop)
         env = self.environment
-        load = scenario.load
-        if len(load.stages) > 1 or load.open_loop:  # as at startup: a staged scenario runs its own stages
-            shape = locust_plugin.make_shape_class(load, on_stage=locust_plugin._on_stage)()
+        if driven_by_levels(scenario, headless=False, worker=False):  # as at startup: the levels drive the run
+            shape = LevelShape(scenario)
             shape.runner = env.runner
             env.shape_class = shape
+            ctx.tracker.gate.clear()
         else:
             env.shape_class = None
         if env.web_ui is not None:
@@ -241,13 +234,12 @@ class Console:
         run_dir = self.ctx().run_dir
         if run_dir is None or not (run_dir / REQUESTS_CSV).exists():
             raise UserError("no records yet: start a test first")
-        code = "import sys; from analysis.report import build_report; print(build_report([sys.argv[1]], sys.argv[2]))"
         env = dict(os.environ)
         env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         env.setdefault("MPLBACKEND", "Agg")
         out = run_dir / REPORT_HTML
         proc = subprocess.Popen(
-            [sys.executable, "-c", code, str(run_dir), str(out)],
+            [sys.executable, "-m", "vlab", "report", str(run_dir), "-o", str(out)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO_ROOT, env=env, start_new_session=True,
         )  # fmt: skip
         try:

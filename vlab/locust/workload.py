@@ -1,11 +1,12 @@
 """What each request sends: prompts of an exact token length, output lengths, shared prefixes, datasets.
 
-Exact synthetic prompts: at start the server's tokenizer (`/tokenize`) is asked once which common words are one
-token both at the start of a text and after a space. A prompt of N tokens is then N such words, and a chat prompt
-of N tokens is N − (chat template overhead) words, the overhead measured the same way. The first words are random,
-so prompts are unique and no request hits the prefix cache by accident; with `shared_prefix`, the first words come
-from one of `count` fixed prefixes instead. Every request records the length it asked for; the server's
-`usage.prompt_tokens` is recorded beside it, so any mismatch shows.
+Exact synthetic prompts: at start the tokenizer (`vlab.client.tokenize`: the server's `/tokenize`, or a local one) is
+asked once which common words are one token both at the start of a text and after a space. A prompt of N tokens is then
+N such words, and a chat prompt of N tokens is N − (chat template overhead) words, the overhead measured the same way.
+The first words are random, so prompts are unique and no request hits the prefix cache by accident; with
+`shared_prefix`, the first words come from one of `count` fixed prefixes instead. Every request records the length it
+asked for; the server's `usage.prompt_tokens` is recorded beside it, so any mismatch shows. Without any tokenizer the
+lengths are approximate (one word ≈ one token, no template overhead counted) and every surface says so.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from vlab.client.api import Tokenizer
+from vlab.client.tokenize import TokenCounter
 from vlab.core.errors import ConfigError, UserError
 from vlab.core.scenario import DataConfig, FixedLength, Length, NormalLength, Scenario, UniformLength
 
@@ -64,7 +65,7 @@ class PreparedRequest:
 class WordVocabulary:
     """Words the server's tokenizer encodes as exactly one token, at the start of a text and after a space."""
 
-    def __init__(self, words: list[str], completions_overhead: int, chat_overhead: int) -> None:
+    def __init__(self, words: list[str], completions_overhead: int, chat_overhead: int, *, exact: bool = True) -> None:
         if len(words) < 20:
             raise UserError(f"the server's tokenizer keeps only {len(words)} common words as single tokens")
         self.words = words
@@ -72,15 +73,23 @@ class WordVocabulary:
         """Tokens the server adds to a completions prompt (e.g. BOS)."""
         self.chat_overhead = chat_overhead
         """Tokens the chat template adds around one user message, generation prompt included."""
+        self.exact = exact
+        """False when no tokenizer was available: lengths are words, approximately tokens."""
 
     @classmethod
-    def calibrate(cls, tokenizer: Tokenizer) -> WordVocabulary:
-        """Ask the server's tokenizer (a handful of `/tokenize` calls, before any load)."""
+    def approximate(cls) -> WordVocabulary:
+        """The word list as it is, one word counted as one token, no overhead: for servers without /tokenize when no
+        local tokenizer is available."""
+        return cls(list(dict.fromkeys(_WORDS)), 0, 0, exact=False)
+
+    @classmethod
+    def calibrate(cls, tokenizer: TokenCounter) -> WordVocabulary:
+        """Ask the tokenizer (a handful of calls, before any load)."""
         candidates = list(dict.fromkeys(_WORDS))
-        spaced = tokenizer.tokenize(" " + " ".join(candidates), token_strs=True)
-        lined = tokenizer.tokenize("\n".join(candidates), token_strs=True)
-        single_spaced = _single_token_words(candidates, spaced.get("token_strs") or [], spaced_words=True)
-        single_start = _single_token_words(candidates, lined.get("token_strs") or [], spaced_words=False)
+        spaced = tokenizer.token_strs(" " + " ".join(candidates))
+        lined = tokenizer.token_strs("\n".join(candidates))
+        single_spaced = _single_token_words(candidates, spaced, spaced_words=True)
+        single_start = _single_token_words(candidates, lined, spaced_words=False)
         words = [w for w in candidates if w in single_spaced and w in single_start]
         # Overheads, measured on a real sentence of these words, and checked at two lengths.
         sample_short, sample_long = " ".join(words[:5]), " ".join(words[:40])
@@ -120,15 +129,17 @@ class PromptFactory:
         self.rng = random.Random(f"{self.data.seed}:{node}:{seed_extra}")
         self.chat = scenario.api.endpoint == "chat"
         self._prefixes: list[list[str]] = []
+        self.dataset_summary: dict[str, object] | None = None
+        """What the dataset loader kept and skipped (run.json `dataset`), for dataset workloads."""
         if self.data.dataset is not None:
             self._dataset = load_dataset(self.data.dataset.path, self.data.dataset.format)
             self._dataset_pos = self.rng.randrange(len(self._dataset))
         elif self.data.rag is not None:
             self._questions = load_questions(self.data.rag.questions)
             self._question_pos = self.rng.randrange(len(self._questions))
-        elif vocabulary is None:
-            raise UserError("synthetic prompts need the server's /tokenize endpoint (vLLM); use a dataset instead")
         else:
+            vocabulary = vocabulary or WordVocabulary.approximate()
+            self.vocab = vocabulary
             overhead = vocabulary.chat_overhead if self.chat else vocabulary.completions_overhead
             shortest = self.data.prompt_tokens.bounds()[0]
             if shortest <= overhead:

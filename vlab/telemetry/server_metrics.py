@@ -1,9 +1,10 @@
-"""Sample vLLM's Prometheus `/metrics` during a run, in a separate process, into `RUN_DIR/server_metrics.csv`.
+"""Sample vLLM's Prometheus `/metrics` during a run, in a separate process, into `RUN_DIR/server_metrics.csv`
+(columns: `vlab.core.telemetry`).
 
 `start_sampler(base_url, run_dir, interval_s, api_key)` is called by the Locust plugin at test start (on the master
-or the only process) and returns at once: it starts `python -m vlab.telemetry.server_metrics sample ...` in its own process group,
-so fetching and parsing `/metrics` never runs on the gevent hub that stamps the users' token times. `.stop()` at test
-stop sends SIGTERM to that group; the sampler takes one last sample, writes its note and exits.
+or the only process) and returns at once: it starts `python -m vlab.telemetry.server_metrics sample ...` in its own
+process group, so fetching and parsing `/metrics` never runs on the gevent hub that stamps the users' token times.
+`.stop()` at test stop sends SIGTERM to that group; the sampler takes one last sample, writes its note and exits.
 
 Files written in the run folder:
 
@@ -38,13 +39,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from urllib.parse import urlsplit
 
 from prometheus_client.parser import text_string_to_metric_families
 
-METRICS_CSV = "server_metrics.csv"
-METRICS_JSON = "server_metrics.json"
-METRICS_LOG = "server_metrics.log"
+from vlab.client.http import parse_base_url
+from vlab.core.runfolder import SERVER_METRICS_CSV as METRICS_CSV
+from vlab.core.runfolder import SERVER_METRICS_JSON as METRICS_JSON
+from vlab.core.runfolder import SERVER_METRICS_LOG as METRICS_LOG
+from vlab.core.telemetry import SERVER_COLUMNS, SERVER_COUNTERS, SERVER_CSV_HEADER, SERVER_GAUGES, SERVER_HISTOGRAMS
+
 API_KEY_ENV = "VLAB_METRICS_API_KEY"
 """The API key reaches the sampler through this environment variable, never its command line."""
 
@@ -74,12 +77,9 @@ MEAN_OVER_LABELS: frozenset[str] = frozenset({"kv_cache_usage"})
 """Fractions are averaged over label sets (one KV cache per engine, equal sizes); everything else is summed."""
 ALIASES: dict[str, tuple[str, ...]] = {**GAUGES, **COUNTERS, **HISTOGRAMS}
 
-COLUMNS: tuple[str, ...] = (
-    *GAUGES,
-    *COUNTERS,
-    *(f"{name}_{part}" for name in HISTOGRAMS for part in ("sum", "count")),
-)
-CSV_HEADER = ",".join(("t_s", "scrape_ms", "cpu_ms", *COLUMNS))
+COLUMNS = SERVER_COLUMNS
+CSV_HEADER = SERVER_CSV_HEADER
+assert tuple(GAUGES) == SERVER_GAUGES and tuple(COUNTERS) == SERVER_COUNTERS and tuple(HISTOGRAMS) == SERVER_HISTOGRAMS
 
 _WANTED_SAMPLES: frozenset[str] = frozenset(
     [n for names in (*GAUGES.values(), *COUNTERS.values()) for n in names]
@@ -199,11 +199,9 @@ class Fetcher:
     """GET /metrics over one kept-alive HTTP connection (reconnects after an error). Returns (status, text)."""
 
     def __init__(self, base_url: str, api_key: str | None, timeout_s: float) -> None:
-        parts = urlsplit(base_url.rstrip("/"))
-        self.https = parts.scheme == "https"
-        self.host = parts.hostname or "127.0.0.1"
-        self.port = parts.port or (443 if self.https else 80)
-        self.path = (parts.path or "") + "/metrics"
+        url = parse_base_url(base_url)
+        self.https, self.host, self.port = url.tls, url.host, url.port
+        self.path = url.prefix + "/metrics"
         self.headers = {"Accept": "text/plain", "Accept-Encoding": "identity"}
         if api_key:
             self.headers["Authorization"] = f"Bearer {api_key}"
@@ -402,11 +400,6 @@ class SamplerProcess:
     @property
     def pid(self) -> int | None:
         return self.popen.pid if self.popen is not None else None
-
-    def _signal(self, sig: signal.Signals) -> None:
-        if self.popen is not None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.popen.pid, sig)
 
     def stop(self, timeout_s: float = 5.0) -> int | None:
         """SIGTERM the group (the sampler takes a last sample and writes its note), SIGKILL after `timeout_s`."""

@@ -10,14 +10,15 @@ Times: `t_start_s` in Unix seconds, every `_ms` column in milliseconds, token `t
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from vlab.core.metrics import itl_mean, tpot
 from vlab.core.records import RECORDS_FORMAT, RequestRecord
+from vlab.core.runfolder import Level, LoadGeneratorInfo, RunMeta, ServerInfoMeta, write_levels
 from vlab.core.scenario import Scenario
 
 
@@ -66,14 +67,15 @@ def make_run(run_dir: Path, spec: SynthSpec) -> Path:
     level, target, t_start = level[order], target[order], t_start[order]
 
     load = np.maximum(target, 1.0)
-    ttft = rng.lognormal(np.log(60.0 * load**0.8), 0.3, n)
+    first_chunk = rng.lognormal(np.log(60.0 * load**0.8), 0.3, n)
     gap_mean = 10.0 * (1.0 + 0.15 * np.log2(load))
     k = spec.n_events
     gaps = rng.gamma(4.0, (gap_mean / 4.0)[:, None], size=(n, max(k - 1, 0)))
-    first = ttft + rng.uniform(0.5, 2.0, n)
+    first = first_chunk + rng.uniform(0.5, 2.0, n)  # the first token event follows the role chunk
     times = np.concatenate([first[:, None], first[:, None] + np.cumsum(gaps, axis=1)], axis=1)
     e2e = times[:, -1]
-    itl_mean = (times[:, -1] - times[:, 0]) / max(k - 1, 1) if k > 1 else np.full(n, np.nan)
+    ttft = times[:, 0]  # TTFT ends at the first token event (records format 2)
+    itl = itl_mean(times[:, 0], times[:, -1], np.full(n, k))
 
     completion = np.full(n, k, dtype=np.int64)
     multi = rng.random(n) < 0.01
@@ -84,7 +86,7 @@ def make_run(run_dir: Path, spec: SynthSpec) -> Path:
     max_tokens[multi] = k + 1  # multi-token events: more tokens than events, still all requested
     prompt = np.full(n, spec.prompt_tokens, dtype=np.int64)
     prompt[rng.random(n) < 0.005] += 1
-    tpot = np.where(completion > 1, (e2e - ttft) / np.maximum(completion - 1, 1), np.nan)
+    tpot_ms = tpot(e2e, ttft, completion)
     queue_wait = np.zeros(n)
     if spec.open_loop:
         waited = rng.random(n) < np.clip((target - spec.saturation) / np.maximum(target, 1), 0, 0.9)
@@ -97,7 +99,7 @@ def make_run(run_dir: Path, spec: SynthSpec) -> Path:
     status = np.where(ok | (error_kind != "http"), 200, 500)
     n_events = np.where(ok, k, 0)
     finish = np.where(ok, np.where(early, "stop", "length"), "")
-    for arr in (ttft, e2e, itl_mean, tpot):
+    for arr in (first_chunk, ttft, e2e, itl, tpot_ms):
         arr[~ok] = np.nan
     prompt_out = np.where(ok, prompt, -1)
     completion_out = np.where(ok, completion, -1)
@@ -113,10 +115,12 @@ def make_run(run_dir: Path, spec: SynthSpec) -> Path:
             "endpoint": "chat",
             "t_start_s": t_start,
             "queue_wait_ms": queue_wait,
+            "waited_for_slot": (queue_wait > 0).astype(int),
+            "first_chunk_ms": first_chunk,
             "ttft_ms": ttft,
             "e2e_ms": e2e,
-            "itl_mean_ms": itl_mean,
-            "tpot_ms": tpot,
+            "itl_mean_ms": itl,
+            "tpot_ms": tpot_ms,
             "n_events": n_events,
             "prompt_tokens": prompt_out,
             "completion_tokens": completion_out,
@@ -145,12 +149,13 @@ def make_run(run_dir: Path, spec: SynthSpec) -> Path:
     )
     tok.to_csv(run_dir / "tokens.csv", index=False, float_format="%.3f", lineterminator="\n", chunksize=2_000_000)
 
-    lines = ["level,target,start_s,end_s\n"]
-    lines += [
-        f"{i},{t:g},{s:.6f},{s + spec.duration_s:.6f}\n"
-        for i, (t, s) in enumerate(zip(targets, lvl_start, strict=False))
-    ]
-    (run_dir / "levels.csv").write_text("".join(lines))
+    write_levels(
+        run_dir,
+        [
+            Level(i, float(t), float(st), float(st) + spec.duration_s, "time")
+            for i, (t, st) in enumerate(zip(targets, lvl_start, strict=True))
+        ],
+    )
 
     stages = [
         {"rate": float(t), "duration": spec.duration_s}
@@ -167,19 +172,17 @@ def make_run(run_dir: Path, spec: SynthSpec) -> Path:
             "slo": {"ttft_ms": spec.slo_ttft_ms, "e2e_ms": spec.slo_e2e_ms},
         }
     )
-    meta = {
-        "format": RECORDS_FORMAT,
-        "scenario": scenario.model_dump(mode="json"),
-        "host": "http://127.0.0.1:8000",
-        "suite_commit": "abc1234",
-        "load_generator": {"hostname": "synth", "platform": "synthetic", "cpus": 2},
-        "started_at": spec.start_s,
-        "ended_at": spec.start_s + spec.duration_s * len(targets),
-        "status": spec.status,
-        "server": {"model": "synthetic-model", "max_model_len": 2048, "vllm_version": "0.0.0"},
-        "records": n,
-    }
-    if spec.server_profile:
-        meta["server_profile"] = spec.server_profile
-    (run_dir / "run.json").write_text(json.dumps(meta, indent=2) + "\n")
+    RunMeta(
+        format=RECORDS_FORMAT,
+        scenario=scenario,
+        host="http://127.0.0.1:8000",
+        suite_commit="abc1234",
+        load_generator=LoadGeneratorInfo(hostname="synth", platform="synthetic", cpus=2),
+        started_at=spec.start_s,
+        ended_at=spec.start_s + spec.duration_s * len(targets),
+        status=spec.status,  # type: ignore[arg-type]
+        server=ServerInfoMeta(model="synthetic-model", max_model_len=2048, vllm_version="0.0.0"),
+        records=n,
+        server_profile=spec.server_profile,
+    ).write(run_dir)
     return run_dir

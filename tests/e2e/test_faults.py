@@ -15,8 +15,7 @@ import pytest
 
 from vlab.commands.sweep import run_locust
 from vlab.core.errors import UserError
-from vlab.core.records import REQUESTS_CSV
-from vlab.core.runfolder import read_run_json
+from vlab.core.runfolder import REQUESTS_CSV, read_run_json
 from vlab.core.scenario import load_scenario
 from vlab.testing.faultproxy import Fault, FaultProxy
 

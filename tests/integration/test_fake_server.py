@@ -1,5 +1,5 @@
-"""The benchmark's fake SSE server (vlab/testing/fake_sse_server.py) speaks vLLM's streaming format, and its lockstep mode
-really sends every open stream's token on the same tick. Each test starts the server in its own process (group) and
+"""The benchmark's fake SSE server (vlab/testing/fake_sse_server.py) speaks vLLM's streaming format, and its lockstep
+mode really sends every open stream's token on the same tick. Each test starts the server in its own process (group) and
 stops it by pid."""
 
 from __future__ import annotations

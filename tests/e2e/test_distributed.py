@@ -16,8 +16,7 @@ import pytest
 
 from server.launcher import find_free_port
 from vlab.core.paths import REPO_ROOT
-from vlab.core.records import REQUESTS_CSV
-from vlab.core.runfolder import read_run_json
+from vlab.core.runfolder import REQUESTS_CSV, read_run_json
 
 pytestmark = pytest.mark.e2e
 LOCUSTFILE = str(REPO_ROOT / "locustfiles" / "llm.py")

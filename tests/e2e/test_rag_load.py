@@ -9,7 +9,7 @@ import pytest
 
 from vlab.commands.sweep import run_locust
 from vlab.core.paths import REPO_ROOT
-from vlab.core.records import REQUESTS_CSV
+from vlab.core.runfolder import REQUESTS_CSV
 from vlab.core.scenario import load_scenario
 
 pytestmark = pytest.mark.e2e

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from vlab.core.arrivals import ARRIVAL_LAWS, stage_offsets
 from vlab.core.errors import ConfigError
 from vlab.core.paths import REPO_ROOT, SCENARIOS_DIR
-from vlab.core.scenario import ArrivalConfig, load_scenario
-from vlab.locust.load import stage_arrivals, stage_at
+from vlab.core.scenario import DEFAULT_CAP_S, Stage, load_scenario
 from vlab.locust.workload import draw_length
 
 
@@ -93,8 +93,8 @@ def test_length_distributions_stay_in_bounds() -> None:
 
 @pytest.mark.parametrize("process", ["constant", "poisson", "gamma"])
 def test_stage_arrivals_hold_the_exact_count_and_the_law_shape(process: str) -> None:
-    arrival = ArrivalConfig(process=process, burstiness=0.5)
-    offsets = stage_arrivals(arrival, rate=20.0, duration_s=60.0, rng=random.Random(3))
+    law = ARRIVAL_LAWS[process]()
+    offsets = stage_offsets(law, rate=20.0, n=1200, rng=random.Random(3), burstiness=0.5)
     assert len(offsets) == 1200 and offsets[-1] == pytest.approx(60.0)
     gaps = [b - a for a, b in zip([0.0, *offsets[:-1]], offsets, strict=True)]
     mean = sum(gaps) / len(gaps)
@@ -103,6 +103,21 @@ def test_stage_arrivals_hold_the_exact_count_and_the_law_shape(process: str) -> 
     assert cv == pytest.approx(expected_cv, abs=0.12)
 
 
-def test_stage_at() -> None:
-    s = load_scenario(SCENARIOS_DIR / "demo.yaml")
-    assert [stage_at(s.load, t) for t in (0, 19.9, 20, 59.9, 60)] == [0, 0, 1, 2, None]
+def test_stage_bounds_time_count_and_cap() -> None:
+    timed = Stage(users=4, duration=20)
+    assert (timed.min_s, timed.cap_s) == (20, 20)
+    counted = Stage(users=4, requests=30)
+    assert (counted.min_s, counted.cap_s) == (0, DEFAULT_CAP_S)
+    both = Stage(users=4, duration=20, requests=30, max_duration=90)
+    assert (both.min_s, both.cap_s) == (20, 90)
+    assert Stage(rate=2, duration=30).arrivals() == 60 and Stage(rate=2, requests=7).arrivals() == 7
+    with pytest.raises(ValueError, match="needs `duration`, `requests`, or both"):
+        Stage(users=1)
+    with pytest.raises(ValueError, match="shorter than duration"):
+        Stage(users=1, duration=20, max_duration=10)
+
+
+def test_unknown_arrival_law_is_refused(write_scenario) -> None:
+    path = write_scenario("name: x\nload: {rate: 2, duration: 10s, arrival: {process: bursty}}\n")
+    with pytest.raises(ConfigError, match="unknown arrival process 'bursty'"):
+        load_scenario(path)

@@ -11,8 +11,7 @@ import pandas as pd
 import pytest
 
 from vlab.core.paths import REPO_ROOT
-from vlab.core.records import REQUESTS_CSV, TOKENS_CSV
-from vlab.core.runfolder import read_run_json
+from vlab.core.runfolder import REQUESTS_CSV, TOKENS_CSV, read_run_json
 
 pytestmark = pytest.mark.e2e
 

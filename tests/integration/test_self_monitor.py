@@ -9,16 +9,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from vlab.core.client_health import classify
 from vlab.core.paths import REPO_ROOT
-from vlab.core.records import REQUESTS_CSV
-from vlab.locust.monitor import MONITOR_CSV, describe, is_saturated
+from vlab.core.runfolder import MONITOR_CSV, REQUESTS_CSV
 from vlab.testing.fakeserver import fake_sse_server
-
-
-def test_thresholds_and_wording() -> None:
-    assert is_saturated(0.95, 1.0) and is_saturated(0.1, 50.0) and not is_saturated(0.2, 2.0)
-    assert "saturated" in describe("n", 2, 0.9, 5.0) and "--processes" in describe("n", 2, 0.9, 5.0)
-    assert "starved" in describe("n", 2, 0.05, 40.0)
 
 
 def test_overloaded_client_is_flagged(tmp_path: Path) -> None:
@@ -32,7 +26,7 @@ def test_overloaded_client_is_flagged(tmp_path: Path) -> None:
         proc = subprocess.run(
             [sys.executable, "-m", "locust", "-f", str(REPO_ROOT / "locustfiles" / "llm.py"), "--scenario",
              str(scenario), "--headless", "--host", url, "--run-dir", str(run_dir),
-             "--only-summary"],
+             "--only-summary", "--no-report"],
             capture_output=True, text=True, timeout=90, cwd=REPO_ROOT,
         )  # fmt: skip
     # On a quiet machine the flood takes the client's whole core ("saturated"); on a contended one the client may
@@ -40,5 +34,6 @@ def test_overloaded_client_is_flagged(tmp_path: Path) -> None:
     assert "saturated at level 0" in proc.stderr or "starved at level 0" in proc.stderr, proc.stderr[-2000:]
     samples = pd.read_csv(run_dir / MONITOR_CSV)
     assert len(samples) >= 3
-    assert any(is_saturated(c, lag) for c, lag in zip(samples.cpu, samples.hub_lag_ms, strict=True))
+    assert any(classify(c, lag) for c, lag in zip(samples.cpu, samples.hub_lag_ms, strict=True))
     assert len(pd.read_csv(run_dir / REQUESTS_CSV)) > 64  # it did stream all along
+    assert samples["events_rx"].sum() > 64 * 256  # the live view saw the events while they streamed

@@ -10,8 +10,7 @@ import pandas as pd
 import pytest
 
 from vlab.commands.sweep import run_locust
-from vlab.core.records import REQUESTS_CSV, TOKENS_CSV
-from vlab.core.runfolder import LEVELS_CSV, read_run_json
+from vlab.core.runfolder import LEVELS_CSV, REQUESTS_CSV, TOKENS_CSV, read_run_json
 from vlab.core.scenario import load_scenario
 
 pytestmark = pytest.mark.e2e
@@ -128,7 +127,7 @@ def test_multi_turn_keeps_history_and_the_api_key_never_lands_on_disk(
 ) -> None:
     secret = "sk-vlab-test-7f3a9c1e5b"
     monkeypatch.setenv("VLAB_TEST_KEY", secret)
-    data = Path(__file__).resolve().parent.parent / "scenarios" / "data" / "sharegpt_sample.json"
+    data = Path(__file__).resolve().parents[2] / "scenarios" / "data" / "sharegpt_sample.json"
     scenario = tmp_path / "multiturn.yaml"
     scenario.write_text(
         "name: e2e-multiturn\napi: {api_key_env: VLAB_TEST_KEY}\nload: {users: 2, duration: 12s}\n"

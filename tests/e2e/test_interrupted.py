@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 
 from vlab.core.paths import REPO_ROOT
-from vlab.core.records import REQUESTS_CSV, RequestRecord
+from vlab.core.records import RequestRecord
+from vlab.core.runfolder import REQUESTS_CSV
 
 pytestmark = pytest.mark.e2e
 
