@@ -369,6 +369,13 @@ def test_rag_sample_questions_are_all_labelled() -> None:
     assert all(q.file and q.page and q.page >= 1 for q in loaded.entries)
 
 
+def test_one_questions_loader_for_load_and_evaluation() -> None:
+    import rag.evaluate
+    import vlab.locust.workload
+
+    assert rag.evaluate.load_questions is load_questions is vlab.locust.workload.load_questions
+
+
 def test_a_changed_file_is_read_again(tmp_path: Path) -> None:
     path = tmp_path / "p.jsonl"
     path.write_text('{"prompt": "one"}\n')
