@@ -5,8 +5,8 @@ Every entry of a file is either loaded or skipped for one named reason; nothing 
 and no input makes the loader fail with a traceback. The result is a `DatasetLoad` (or `QuestionLoad`): the usable
 entries, and a `LoadSummary` whose `line()` is the one line a user reads at test start, e.g.
 
-    data/chats.json: loaded 27 of 30 conversations; skipped 1 empty value (entry 12), 1 missing 'value'
-    (entry 19), 1 non-string value (entry 4); 6 with a system prompt, 2 leading assistant turns dropped (entries 2, 9)
+    data/chats.json: loaded 27 of 30 conversations; skipped 1 missing 'value' (entry 19), 1 non-string value
+    (entry 4), 1 empty value (entry 12); 6 with a system prompt, 2 leading assistant turns dropped (entries 2, 9)
 
 Positions are 1-based, as a user finds them in the file: `entry N` is the N-th element of a JSON list, `line N`
 the N-th line of a JSONL file (blank lines are ignored but counted). A file with nothing usable is one
@@ -29,7 +29,6 @@ The rules (docs/datasets.md has them with examples):
 from __future__ import annotations
 
 import codecs
-import functools
 import json
 from dataclasses import dataclass
 from enum import StrEnum
@@ -274,18 +273,23 @@ def load_scenario_data(data: DataConfig) -> LoadSummary | None:
     return None
 
 
+_CACHE: dict[tuple, tuple[tuple, Any]] = {}
+"""(loader, path, option) → (file version, result): one entry per file, replaced when the file changes."""
+
+
 def _cached(loader, path: Path, option):
     try:
         stat = path.stat()
-        version = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+        key, version = (loader.__name__, str(path.resolve()), str(path), option), (stat.st_mtime_ns, stat.st_size)
     except (OSError, RuntimeError):  # reported properly by the loader itself
         return loader(path, option)
-    return _load_cached(loader, path, option, version)
-
-
-@functools.lru_cache(maxsize=8)
-def _load_cached(loader, path: Path, option, version):
-    return loader(path, option)
+    hit = _CACHE.get(key)
+    if hit is not None and hit[0] == version:
+        return hit[1]
+    _CACHE.pop(key, None)  # let an old version go before parsing the new one
+    result = loader(path, option)
+    _CACHE[key] = (version, result)
+    return result
 
 
 class _Tally:
@@ -402,8 +406,8 @@ def _parse_json(path: Path, text: str) -> Any:
         raise ConfigError(f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
     except RecursionError:
         raise ConfigError(f"{path}: invalid JSON: nested too deeply") from None
-    except ValueError as exc:  # e.g. an integer with more digits than Python converts
-        raise ConfigError(f"{path}: invalid JSON: {exc}") from None
+    except ValueError as exc:  # e.g. an integer with more digits than Python converts (its advice dropped)
+        raise ConfigError(f"{path}: invalid JSON: {str(exc).split(';')[0]}") from None
 
 
 def _text(value: Any) -> str:
