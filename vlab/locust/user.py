@@ -216,6 +216,7 @@ class LLMUser(User):
         self.conn = open_connection(self.ctx, self.host)
         self.history: list[dict[str, str]] = []
         self.turns: list[str] = []
+        self.system: str | None = None
 
     def on_stop(self) -> None:
         self.conn.close()
@@ -259,9 +260,11 @@ class LLMUser(User):
         factory = self.ctx.factory
         assert factory is not None
         if not self.turns:
-            self.turns, self.history = list(factory.conversation()), []
+            conversation = factory.next_conversation()
+            self.turns, self.system, self.history = [t.human for t in conversation.turns], conversation.system, []
         prompt = self.turns.pop(0)
-        prepared = factory.build(prompt, factory.draw_max_tokens(), history=self.history)
+        system = None if self.history else self.system  # the first turn carries it; history keeps it after
+        prepared = factory.build(prompt, factory.draw_max_tokens(), history=self.history, system=system)
         request = Request(prepared, self.user_index, self.ctx.tracker.current, queue_wait_ms, waited)
         sent = self.send(request, want_text=True)
         self._back_off_if_unreachable(sent.raw)

@@ -14,9 +14,9 @@ from __future__ import annotations
 import json
 import random
 from dataclasses import dataclass
-from pathlib import Path
 
 from vlab.client.tokenize import TokenCounter
+from vlab.core.datasets import Conversation, LoadSummary, load_dataset, load_questions
 from vlab.core.errors import ConfigError, UserError
 from vlab.core.scenario import DataConfig, FixedLength, Length, NormalLength, Scenario, UniformLength
 
@@ -129,13 +129,15 @@ class PromptFactory:
         self.rng = random.Random(f"{self.data.seed}:{node}:{seed_extra}")
         self.chat = scenario.api.endpoint == "chat"
         self._prefixes: list[list[str]] = []
-        self.dataset_summary: dict[str, object] | None = None
-        """What the dataset loader kept and skipped (run.json `dataset`), for dataset workloads."""
+        self.dataset_summary: LoadSummary | None = None
+        """What loading the dataset or RAG questions did (`line()` for the terminal, `model_dump()` for run.json)."""
         if self.data.dataset is not None:
-            self._dataset = load_dataset(self.data.dataset.path, self.data.dataset.format)
+            loaded = load_dataset(self.data.dataset.path, self.data.dataset.format)
+            self._dataset, self.dataset_summary = loaded.entries, loaded.summary
             self._dataset_pos = self.rng.randrange(len(self._dataset))
         elif self.data.rag is not None:
-            self._questions = load_questions(self.data.rag.questions)
+            questions = load_questions(self.data.rag.questions)
+            self._questions, self.dataset_summary = [q.question for q in questions.entries], questions.summary
             self._question_pos = self.rng.randrange(len(self._questions))
         else:
             vocabulary = vocabulary or WordVocabulary.approximate()
@@ -173,8 +175,10 @@ class PromptFactory:
         """The next request. `history` (multi-turn) is the conversation so far, to which the next turn is added."""
         max_tokens = self.draw_max_tokens()
         prefix_id = -1
+        system = None
         if self.data.dataset is not None:
-            prompt, requested = self._next_dataset_prompt(), -1
+            conversation = self.next_conversation()
+            prompt, system, requested = conversation.turns[0].human, conversation.system, -1
         else:
             assert self.vocab is not None
             requested = draw_length(self.data.prompt_tokens, self.rng)
@@ -186,7 +190,7 @@ class PromptFactory:
                 words = list(self._prefixes[prefix_id])
             words += self.rng.choices(self.vocab.words, k=n_words - len(words))
             prompt = " ".join(words)
-        return self.build(prompt, max_tokens, requested, prefix_id, history)
+        return self.build(prompt, max_tokens, requested, prefix_id, history, system=system)
 
     def next_question(self) -> str:
         """The next RAG question (the questions file, in order from a random start)."""
@@ -212,70 +216,38 @@ class PromptFactory:
         return body
 
     def build(
-        self, prompt: str, max_tokens: int, requested: int = -1, prefix_id: int = -1, history: list[dict] | None = None
+        self,
+        prompt: str,
+        max_tokens: int,
+        requested: int = -1,
+        prefix_id: int = -1,
+        history: list[dict] | None = None,
+        *,
+        system: str | None = None,
     ) -> PreparedRequest:
-        """Wrap a prompt into the endpoint's JSON body (streaming, usage chunk on, `ignore_eos` as configured)."""
+        """Wrap a prompt into the endpoint's JSON body (streaming, usage chunk on, `ignore_eos` as configured).
+
+        `system` (a dataset's system prompt) opens a conversation: a system message before the user's in chat, a
+        prefix (`system + "\\n\\n" + prompt`) in completions. Pass it with the first turn only: later turns carry
+        it in their history.
+        """
         body = self._common(max_tokens)
         messages: tuple[dict, ...] = ()
         if self.chat:
-            messages = (*(history or ()), {"role": "user", "content": prompt})
+            opening = ({"role": "system", "content": system},) if system is not None else ()
+            messages = (*opening, *(history or ()), {"role": "user", "content": prompt})
             body["messages"] = list(messages)
         else:
-            body["prompt"] = prompt
+            body["prompt"] = prompt if system is None else f"{system}\n\n{prompt}"
         return PreparedRequest(json.dumps(body).encode(), requested, max_tokens, prefix_id, messages)
 
-    def _next_dataset_prompt(self) -> str:
-        item = self._dataset[self._dataset_pos % len(self._dataset)]
-        self._dataset_pos += 1
-        return item[0]
-
-    def conversation(self) -> list[str]:
-        """The human turns of one dataset conversation (multi-turn mode), taken in order."""
+    def next_conversation(self) -> Conversation:
+        """The next dataset entry (its system prompt, human turns and recorded replies), in order."""
         item = self._dataset[self._dataset_pos % len(self._dataset)]
         self._dataset_pos += 1
         return item
 
-
-def load_questions(path: Path) -> list[str]:
-    """RAG questions: JSONL with a `question` field per line (extra fields, e.g. labels, are ignored)."""
-    try:
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{path}: cannot read questions: {exc}") from None
-    questions = [r["question"] for r in rows if isinstance(r, dict) and isinstance(r.get("question"), str)]
-    if not questions:
-        raise ConfigError(f'{path}: no {{"question": ...}} lines found')
-    return questions
-
-
-def load_dataset(path: Path, fmt: str) -> list[list[str]]:
-    """Each entry is a list of human turns: one for JSONL prompts, the conversation's human turns for ShareGPT.
-
-    JSONL: one object per line with `prompt` (or `text`). ShareGPT: a JSON list, or JSONL, of objects with
-    `conversations: [{from: human|gpt, value: ...}, ...]`.
-    """
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read dataset ({exc.strerror})") from None
-    try:
-        if fmt == "sharegpt" and text.lstrip().startswith("["):
-            rows = json.loads(text)
-        else:
-            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
-    except ValueError as exc:
-        raise ConfigError(f"{path}: not valid {'JSON' if fmt == 'sharegpt' else 'JSONL'}: {exc}") from None
-    entries: list[list[str]] = []
-    for row in rows:
-        if fmt == "jsonl":
-            prompt = row.get("prompt") or row.get("text") if isinstance(row, dict) else None
-            if isinstance(prompt, str) and prompt.strip():
-                entries.append([prompt])
-        else:
-            turns = row.get("conversations") if isinstance(row, dict) else None
-            human = [t["value"] for t in turns or [] if isinstance(t, dict) and t.get("from") in ("human", "user")]
-            if human:
-                entries.append(human)
-    if not entries:
-        raise ConfigError(f"{path}: no prompts found (expected {fmt} records)")
-    return entries
+    def conversation(self) -> list[str]:
+        """The human turns of one dataset conversation (multi-turn mode), taken in order. (Without its system
+        prompt: `next_conversation()` has it.)"""
+        return [turn.human for turn in self.next_conversation().turns]
