@@ -1,9 +1,9 @@
 """`analyze(run_dir)`: the one pipeline from a run folder to everything a report, a table or a command shows.
 
 load (`analysis.load`) → per-level summary and headline (`analysis.summary`) → the load generator's own health
-(`analysis.client_monitor`) → the server's `/metrics` view (`analysis.server_metrics`) → GPU telemetry and the
-physical limit (`analysis.gpu`, GPU runs only) → observations (`analysis.observations`). Each step only computes;
-this module is the only one that knows the order.
+(`analysis.client_monitor`) → the server's `/metrics` view (`analysis.server_metrics`) → GPU telemetry and the physical
+limit (`analysis.gpu`; one line for runs without a GPU) → observations (`analysis.observations`). Each step only
+computes; this module is the only one that knows the order.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from analysis.client_monitor import attach
+from analysis.gpu import gpu_context
 from analysis.load import load_run
 from analysis.observations import observe
 from analysis.server_metrics import summarize_server
@@ -29,12 +30,7 @@ def analyze(run_dir: Path | str) -> RunSummary:
     table = attach(table, run.path)
     summary = RunSummary(run, table, errors_table(run), headline(table, bool(run.slo)), per_level, tokens)
     summary.server = summarize_server(run, table)
-    try:
-        from analysis.gpu import summarize_gpu  # MERGE: lands with the gpu branch
-    except ImportError:
-        pass
-    else:
-        summary.gpu = summarize_gpu(run, table, summary.server)
+    summary.gpu = gpu_context(run.path, table, run.open_loop)
     summary.observations = observe(summary)
     return summary
 

@@ -167,6 +167,7 @@ def render_run(s: RunSummary) -> str:
     ctx = _run_context(s)
     ctx["figures"] = plots.run_figures(s)
     ctx["srv"] = _server_context(s)
+    ctx["gpu"] = s.gpu
     ctx["generated"] = fmt_time(time.time())
     return _env().get_template("report.html.j2").render(**ctx)
 

@@ -99,8 +99,8 @@ class RunSummary:
     observations: list[str] = field(default_factory=list)
     server: Any = None
     """The server's /metrics view (`analysis.server_metrics.ServerSummary`)."""
-    gpu: Any = None
-    """GPU telemetry and the physical limit (`analysis.gpu`), when the run has them."""
+    gpu: dict[str, Any] = field(default_factory=dict)
+    """GPU telemetry and the physical limit: the `gpu.html.j2` variables (`analysis.gpu.gpu_context`)."""
 
 
 def _steady_start(run: RunData, req: pd.DataFrame, in_level: np.ndarray, ok: np.ndarray, lo: float, hi: float) -> float:

@@ -24,6 +24,7 @@ from server.profile import PREPARE_HINT, ServerProfile, build_command, check_mem
 from vlab.core.errors import ConfigError, UserError
 from vlab.core.model_shape import ModelShape
 from vlab.core.paths import CACHE_DIR, SERVER_PYTHON
+from vlab.core.processes import die_with_parent
 
 LOGS_DIR = CACHE_DIR / "logs"
 DEFAULT_HEALTH_TIMEOUT_S = 240.0
@@ -244,8 +245,9 @@ def start_server(
     host = "127.0.0.1" if profile.host in ("0.0.0.0", "::", "") else profile.host
     with open(log_path, "wb") as log:
         popen = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
+            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+            preexec_fn=die_with_parent,  # a SIGKILLed parent (closed terminal, OOM) still stops the server
+        )  # fmt: skip
     server = ServerProcess(popen, f"http://{host}:{port}", log_path, profile)
     try:
         server.startup_s = server.wait_healthy(health_timeout_s, cancel)

@@ -28,6 +28,7 @@ import numpy as np
 
 from vlab.core.errors import UserError
 from vlab.core.paths import REPO_ROOT
+from vlab.core.processes import die_with_parent
 from vlab.core.records import RequestRecord
 from vlab.core.runfolder import LEVELS_CSV, LOCUST_CSV_PREFIX, LOCUST_LOG, MONITOR_CSV, REQUESTS_CSV
 from vlab.core.scenario import Scenario
@@ -101,7 +102,9 @@ def run_locust(
     start_offset = log_path.stat().st_size if log_path.exists() else 0
     received: list[int] = []
     with log_path.open("ab") as log:
-        child = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO_ROOT)
+        child = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO_ROOT, preexec_fn=die_with_parent
+        )
 
         def forward(signum: int, _frame: object) -> None:
             received.append(signum)

@@ -67,6 +67,7 @@ from vlab.locust.schedule import ArrivalSchedule
 from vlab.locust.shape import LevelShape, driven_by_levels
 from vlab.locust.sink import MESSAGE_TYPE, BatchReceiver, CsvSink, MessageSink
 from vlab.locust.workload import PromptFactory, WordVocabulary
+from vlab.telemetry.gpu import start_gpu_sampler
 from vlab.telemetry.server_metrics import start_sampler
 
 log = logging.getLogger("vlab")
@@ -296,12 +297,7 @@ def _prepare_run_folder(ctx: RunContext) -> None:
     if interval > 0:
         # Separate processes: parsing /metrics or reading NVML never runs on this process's gevent hub.
         ctx.samplers.append(start_sampler(ctx.host, ctx.run_dir, interval, ctx.creds.api_key))
-        try:  # MERGE: the GPU sampler lands with the gpu branch
-            from vlab.telemetry.gpu import start_gpu_sampler
-        except ImportError:
-            pass
-        else:
-            ctx.samplers.append(start_gpu_sampler(ctx.run_dir, interval))
+        ctx.samplers.append(start_gpu_sampler(ctx.run_dir, interval))
     print(f"vlab: run folder {ctx.run_dir}", file=sys.stderr, flush=True)
 
 

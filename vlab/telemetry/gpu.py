@@ -38,7 +38,6 @@ import json
 import math
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -48,7 +47,7 @@ from types import FrameType
 from typing import Any
 
 from vlab.core.hardware import card_for
-from vlab.telemetry.server_metrics import SamplerProcess
+from vlab.telemetry.process import SamplerProcess, spawn_sampler, write_note
 
 GPU_CSV = "gpu_metrics.csv"
 GPU_JSON = "gpu_metrics.json"
@@ -286,12 +285,6 @@ def _cell(value: float) -> str:
     return str(int(value)) if value == int(value) and abs(value) < 1e15 else f"{value:.6f}".rstrip("0").rstrip(".")
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _cost(cpu_ms: list[float], wall_ms: list[float]) -> dict[str, float | None]:
     """Mean and p95 CPU ms per sample (all GPUs, read + write), and mean wall ms per sample."""
     if not cpu_ms:
@@ -363,7 +356,7 @@ def sample_loop(
         nvml.init()
     except NvmlUnavailable as exc:
         note["reason"] = str(exc)
-        _write_json(note_path, note)
+        write_note(note_path, note)
         return 0
     try:
         try:
@@ -375,18 +368,18 @@ def sample_loop(
             )
         except NvmlUnavailable as exc:
             note["reason"] = str(exc)
-            _write_json(note_path, note)
+            write_note(note_path, note)
             return 0
         except nvml.error as exc:  # type: ignore[misc]
             note["reason"] = f"NVML failed listing the GPUs: {exc}"
-            _write_json(note_path, note)
+            write_note(note_path, note)
             return 0
         note.update(available=True, reason="", started_at=time.time())
-        _write_json(note_path, note)
+        write_note(note_path, note)
         _loop(nvml, devices, out_csv, interval_s, note, state, max_samples)
     finally:
         nvml.shutdown()
-    _write_json(note_path, note)
+    write_note(note_path, note)
     return 0
 
 
@@ -463,27 +456,10 @@ def start_gpu_sampler(run_dir: Path | str, interval_s: float = 0.5) -> SamplerPr
         return SamplerProcess(None, run_dir, None)
     if not os.environ.get(NVML_MODULE_ENV) and importlib.util.find_spec("pynvml") is None:
         with contextlib.suppress(OSError):
-            _write_json(note, {"available": False, "reason": "nvidia-ml-py (pynvml) is not installed"})
+            write_note(note, {"available": False, "reason": "nvidia-ml-py (pynvml) is not installed"})
         return SamplerProcess(None, run_dir, None)
-    log_path = run_dir / GPU_LOG
-    cmd = [
-        sys.executable, "-m", "vlab.telemetry.gpu", "sample",
-        "--out", str(run_dir / GPU_CSV),
-        "--interval", f"{interval_s:g}",
-    ]  # fmt: skip
-    root = str(Path(__file__).resolve().parents[2])
-    env = dict(os.environ)
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    try:
-        with log_path.open("ab") as log:
-            popen = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, cwd=root, start_new_session=True
-            )
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            _write_json(note, {"available": False, "reason": f"GPU sampler not started: {exc}"})
-        return SamplerProcess(None, run_dir, None)
-    return SamplerProcess(popen, run_dir, log_path)
+    args = ["--out", str(run_dir / GPU_CSV), "--interval", f"{interval_s:g}"]
+    return spawn_sampler("vlab.telemetry.gpu", args, run_dir, run_dir / GPU_LOG, note)
 
 
 # ------------------------------------------------------------------------------------------------------------ CLI

@@ -33,7 +33,6 @@ import json
 import math
 import os
 import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -47,6 +46,7 @@ from vlab.core.runfolder import SERVER_METRICS_CSV as METRICS_CSV
 from vlab.core.runfolder import SERVER_METRICS_JSON as METRICS_JSON
 from vlab.core.runfolder import SERVER_METRICS_LOG as METRICS_LOG
 from vlab.core.telemetry import SERVER_COLUMNS, SERVER_COUNTERS, SERVER_CSV_HEADER, SERVER_GAUGES, SERVER_HISTOGRAMS
+from vlab.telemetry.process import SamplerProcess, spawn_sampler, write_note
 
 API_KEY_ENV = "VLAB_METRICS_API_KEY"
 """The API key reaches the sampler through this environment variable, never its command line."""
@@ -248,12 +248,6 @@ def _cell(value: float | None) -> str:
     return "" if value is None or not math.isfinite(value) else f"{value:.12g}"
 
 
-def _write_json(path: Path, data: dict[str, object]) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
 def sample_loop(
     base_url: str,
     out_csv: Path,
@@ -319,7 +313,7 @@ def sample_loop(
         sleep(0.5)
     if first is None:
         note["reason"] = reason or "stopped before the first sample"
-        _write_json(note_path, note)
+        write_note(note_path, note)
         fetcher.close()
         return 0
 
@@ -331,7 +325,7 @@ def sample_loop(
         missing=[c for c in ALIASES if c not in first.names],
         started_at=time.time(),
     )
-    _write_json(note_path, note)
+    write_note(note_path, note)
     samples = errors = 0
     last_error = ""
     cpu: list[float] = []
@@ -372,7 +366,7 @@ def sample_loop(
                 final = True  # one last sample, so the deltas cover the run's very end
     fetcher.close()
     note.update(ended_at=time.time(), samples=samples, errors=errors, last_error=last_error, cost=_cost(cpu, wall))
-    _write_json(note_path, note)
+    write_note(note_path, note)
     return 0
 
 
@@ -389,69 +383,17 @@ def _cost(cpu_ms: list[float], wall_ms: list[float]) -> dict[str, float | None]:
 
 
 # ------------------------------------------------------------------------------------------ the Locust-side handle
-class SamplerProcess:
-    """The sampler child process (its own process group). `stop()` ends it and is safe to call twice."""
-
-    def __init__(self, popen: subprocess.Popen[bytes] | None, run_dir: Path, log_path: Path | None) -> None:
-        self.popen = popen
-        self.run_dir = run_dir
-        self.log_path = log_path
-
-    @property
-    def pid(self) -> int | None:
-        return self.popen.pid if self.popen is not None else None
-
-    def stop(self, timeout_s: float = 5.0) -> int | None:
-        """SIGTERM the group (the sampler takes a last sample and writes its note), SIGKILL after `timeout_s`."""
-        if self.popen is None:
-            return None
-        popen, self.popen = self.popen, None
-        if popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(popen.pid, signal.SIGTERM)
-            try:
-                popen.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(popen.pid, signal.SIGKILL)
-                popen.wait(timeout=5)
-        if self.log_path is not None:
-            with contextlib.suppress(OSError):
-                if self.log_path.stat().st_size == 0:
-                    self.log_path.unlink()
-        return popen.returncode
-
-
 def start_sampler(base_url: str, run_dir: Path, interval_s: float, api_key: str | None) -> SamplerProcess:
-    """Start the /metrics sampler for `base_url` writing into `run_dir`; returns at once and never raises.
-
-    If the child cannot even be started, the note says so (`available: false`) and a no-op handle is returned.
-    """
+    """Start the /metrics sampler for `base_url` writing into `run_dir`; returns at once and never raises."""
     run_dir = Path(run_dir)
-    log_path = run_dir / METRICS_LOG
-    cmd = [
-        sys.executable, "-m", "vlab.telemetry.server_metrics", "sample",
-        "--url", base_url,
-        "--out", str(run_dir / METRICS_CSV),
-        "--interval", f"{interval_s:g}",
-    ]  # fmt: skip
     env = dict(os.environ)
     env.pop(API_KEY_ENV, None)
     if api_key:
         env[API_KEY_ENV] = api_key
-    root = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        with log_path.open("ab") as log:
-            popen = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, cwd=root, start_new_session=True
-            )
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            _write_json(run_dir / METRICS_JSON, {"available": False, "reason": f"sampler not started: {exc}"})
-        return SamplerProcess(None, run_dir, None)
-    return SamplerProcess(popen, run_dir, log_path)
+    args = ["--url", base_url, "--out", str(run_dir / METRICS_CSV), "--interval", f"{interval_s:g}"]
+    return spawn_sampler(
+        "vlab.telemetry.server_metrics", args, run_dir, run_dir / METRICS_LOG, run_dir / METRICS_JSON, env
+    )
 
 
 # ------------------------------------------------------------------------------------------------------------ CLI
