@@ -89,7 +89,7 @@ def fmt_time(value: Any) -> str:
         return "—"
 
 
-def _env() -> jinja2.Environment:
+def template_env() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES),
         autoescape=True,
@@ -169,7 +169,7 @@ def render_run(s: RunSummary) -> str:
     ctx["srv"] = _server_context(s)
     ctx["gpu"] = s.gpu
     ctx["generated"] = fmt_time(time.time())
-    return _env().get_template("report.html.j2").render(**ctx)
+    return template_env().get_template("report.html.j2").render(**ctx)
 
 
 def comparison_rows(summaries: Sequence[RunSummary]) -> list[dict[str, Any]]:
@@ -197,7 +197,7 @@ def comparison_rows(summaries: Sequence[RunSummary]) -> list[dict[str, Any]]:
 
 def render_comparison(summaries: Sequence[RunSummary]) -> str:
     """The HTML of a comparison of several runs (first run = reference for ratios)."""
-    env = _env()
+    env = template_env()
     runs = [_run_context(s) for s in summaries]
     for r, s in zip(runs, summaries, strict=True):
         r["srv"] = _server_context(s, figure=False)

@@ -218,20 +218,10 @@ def check_startable(profile: ServerProfile) -> None:
     check_memory(profile)
 
 
-def start_server(
-    profile: ServerProfile,
-    port: int | None = None,
-    log_path: Path | None = None,
-    health_timeout_s: float = DEFAULT_HEALTH_TIMEOUT_S,
-    cancel: Callable[[], bool] | None = None,
-) -> ServerProcess:
-    """Start `profile` in a new process group, wait until GET /health is 200, and return the running server.
-
-    `port` defaults to the profile's port; `log_path` (server stdout+stderr) defaults to
-    .cache/logs/server-<profile>-<port>.log. Raises UserError if the port is taken, the model is missing, the server
-    exits during start-up or is not healthy within `health_timeout_s` seconds (the log's last lines are included), or
-    `cancel()` returns true while waiting.
-    """
+def launch_server(profile: ServerProfile, port: int | None = None, log_path: Path | None = None) -> ServerProcess:
+    """Start `profile` in a new process group and return at once (not yet healthy: `wait_healthy`). Raises UserError
+    if the profile cannot start here or the port is taken. Start servers from the main thread: the kernel ties
+    `die_with_parent` to the thread that started the child."""
     check_startable(profile)
     port = profile.port if port is None else port
     if port_in_use(profile.host, port):
@@ -248,7 +238,24 @@ def start_server(
             argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
             preexec_fn=die_with_parent,  # a SIGKILLed parent (closed terminal, OOM) still stops the server
         )  # fmt: skip
-    server = ServerProcess(popen, f"http://{host}:{port}", log_path, profile)
+    return ServerProcess(popen, f"http://{host}:{port}", log_path, profile)
+
+
+def start_server(
+    profile: ServerProfile,
+    port: int | None = None,
+    log_path: Path | None = None,
+    health_timeout_s: float = DEFAULT_HEALTH_TIMEOUT_S,
+    cancel: Callable[[], bool] | None = None,
+) -> ServerProcess:
+    """Start `profile` in a new process group, wait until GET /health is 200, and return the running server.
+
+    `port` defaults to the profile's port; `log_path` (server stdout+stderr) defaults to
+    .cache/logs/server-<profile>-<port>.log. Raises UserError if the port is taken, the model is missing, the server
+    exits during start-up or is not healthy within `health_timeout_s` seconds (the log's last lines are included), or
+    `cancel()` returns true while waiting.
+    """
+    server = launch_server(profile, port, log_path)
     try:
         server.startup_s = server.wait_healthy(health_timeout_s, cancel)
     except BaseException:  # also Ctrl-C during start-up: never leave the group behind

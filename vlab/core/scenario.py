@@ -94,6 +94,22 @@ class NormalLength(StrictModel):
         return self.min, upper
 
 
+class ChoiceLength(StrictModel):
+    """One of the listed token counts, uniformly: e.g. a prefill sweep of several prompt lengths in one run."""
+
+    dist: Literal["choice"]
+    values: list[int] = Field(min_length=1, description="Token counts, each ≥ 1.")
+
+    @model_validator(mode="after")
+    def _positive(self) -> ChoiceLength:
+        if min(self.values) < 1:
+            raise ValueError("every value must be at least 1")
+        return self
+
+    def bounds(self) -> tuple[int, int]:
+        return min(self.values), max(self.values)
+
+
 def _length_shorthand(value: Any) -> Any:
     """`200` is shorthand for `{dist: fixed, value: 200}`."""
     if isinstance(value, int) and not isinstance(value, bool):
@@ -102,7 +118,7 @@ def _length_shorthand(value: Any) -> Any:
 
 
 Length = Annotated[
-    FixedLength | UniformLength | NormalLength,
+    FixedLength | UniformLength | NormalLength | ChoiceLength,
     BeforeValidator(_length_shorthand),
     Field(discriminator="dist"),
 ]
@@ -374,7 +390,7 @@ class Scenario(StrictModel):
 
 
 # ------------------------------------------------------------------------------------------------------------ loading
-_UNION_TAGS = {"fixed", "uniform", "normal"}
+_UNION_TAGS = {"fixed", "uniform", "normal", "choice"}
 
 
 def _key_parts(loc: tuple[Any, ...]) -> list[str | int]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from vlab.client.tokenize import TokenCounter
 from vlab.core.datasets import Conversation, LoadSummary, load_dataset, load_questions
 from vlab.core.errors import ConfigError, UserError
-from vlab.core.scenario import DataConfig, FixedLength, Length, NormalLength, Scenario, UniformLength
+from vlab.core.scenario import ChoiceLength, DataConfig, FixedLength, Length, NormalLength, Scenario, UniformLength
 
 # Common English words; the ones the server's tokenizer keeps as one token are used.
 _WORDS = """
@@ -44,6 +44,8 @@ def draw_length(spec: Length, rng: random.Random) -> int:
         return spec.value
     if isinstance(spec, UniformLength):
         return rng.randint(spec.min, spec.max)
+    if isinstance(spec, ChoiceLength):
+        return rng.choice(spec.values)
     assert isinstance(spec, NormalLength)
     lo, hi = spec.bounds()
     return min(hi, max(lo, round(rng.gauss(spec.mean, spec.std))))
