@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from server.launcher import serving
-from vlab.commands.sweep import run_locust
+from vlab.commands.runner import run_locust
 from vlab.core.metrics import summarize, throughput
 from vlab.core.paths import MODELS_DIR, SERVER_VENV
 from vlab.core.runfolder import LEVELS_CSV, REQUESTS_CSV, TOKENS_CSV

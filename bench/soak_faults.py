@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from server.launcher import serving
-from vlab.commands.sweep import run_locust
+from vlab.commands.runner import run_locust
 from vlab.core.runfolder import REQUESTS_CSV
 from vlab.core.scenario import load_scenario
 from vlab.testing.faultproxy import Fault, FaultProxy

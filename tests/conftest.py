@@ -12,6 +12,7 @@ import pytest
 from vlab.core.paths import REPO_ROOT
 
 ARTIFACTS = REPO_ROOT / "test-artifacts"
+pytest_plugins = ["tests.support.rag"]
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from vlab.commands.sweep import run_locust
+from vlab.commands.runner import run_locust
 from vlab.core.paths import REPO_ROOT
 from vlab.core.runfolder import REQUESTS_CSV
 from vlab.core.scenario import load_scenario

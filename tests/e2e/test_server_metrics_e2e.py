@@ -12,9 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.load import load_run
+from analysis.pipeline import analyze
 from analysis.server_metrics import load_server_metrics
-from analysis.summary import summarize_run
 
 METRICS_FIXTURES = Path(__file__).parents[1] / "fixtures" / "metrics"
 RUN_FIXTURES = Path(__file__).parents[1] / "fixtures" / "runs"
@@ -24,7 +23,7 @@ OLD = METRICS_FIXTURES / "vllm-old-names.txt"
 
 # ------------------------------------------------------------------------------------------------------ parsing
 def _run(scenario_text: str, folder: Path, host: str) -> Path:
-    from vlab.commands.sweep import run_locust
+    from vlab.commands.runner import run_locust
     from vlab.core.scenario import load_scenario
 
     path = folder / "scenario.yaml"
@@ -62,7 +61,7 @@ def test_e2e_series_align_with_client_records(vllm_base_url: str, tmp_path: Path
     assert (f["running"].to_numpy()[busy >= 2] > 0).mean() > 0.8
     assert f["kv_cache_usage"].max() > 0
     # the server counted at least the client's requests (a shared dev server may add others)
-    s = summarize_run(load_run(run_dir))
+    s = analyze(run_dir)
     h = s.server.headline
     assert h.server_requests >= h.client_requests >= 5
     assert math.isfinite(h.server_ttft_mean_ms) and h.server_ttft_mean_ms <= h.client_ttft_mean_ms + 5

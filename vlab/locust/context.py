@@ -23,7 +23,7 @@ from vlab.core.scenario import Scenario
 from vlab.locust.levels import LevelTracker
 
 if TYPE_CHECKING:
-    from vlab.locust.controller import LevelController
+    from vlab.locust.controller import Cluster, LevelController
     from vlab.locust.finisher import Finisher
     from vlab.locust.monitor import ClientMonitor
     from vlab.locust.schedule import ArrivalSchedule
@@ -51,6 +51,8 @@ class RunContext:
     """Turns ended streams into records off the read path (load-generating processes only)."""
     receiver: BatchReceiver | None = None
     """On the master: takes the workers' record batches."""
+    cluster: Cluster | None = None
+    """On a master: the workers as the controller sees them (`vlab.locust.cluster.MasterCluster`)."""
     controller: LevelController | None = None
     """Walks the scenario's levels (headless and staged runs; on the master or the only process)."""
     workers_lost: list[LostWorker] = field(default_factory=list)

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from vlab.core.metrics import summarize
-from vlab.core.runfolder import REQUESTS_CSV, RUN_JSON, SERVER_METRICS_CSV
+from vlab.core.runfolder import MONITOR_CSV, REQUESTS_CSV, RUN_JSON, SERVER_METRICS_CSV
 from vlab.core.tail import CsvTail
 
 BUCKET_S = 2.0
@@ -68,12 +68,22 @@ class _Bucket:
     waiting: list[float] = field(default_factory=list)
     kv: list[float] = field(default_factory=list)
     """Server samples (server_metrics.csv) in the slot: running / waiting requests, KV-cache usage fraction."""
+    events: float = 0.0
+    """SSE events the load processes received in the slot (client_monitor.csv `events_rx`): streams in flight too."""
+    live_ttft: list[float] = field(default_factory=list)
+    live_ttft95: list[float] = field(default_factory=list)
+    live_itl: list[float] = field(default_factory=list)
+    live_itl95: list[float] = field(default_factory=list)
+    """The monitor's live p50/p95 TTFT and p50/p95 read gaps (ms) of each process sample in the slot."""
+    monitored: bool = False
+    """A monitor sample fell in the slot: the live values above are the charts' source."""
     point: dict[str, float | None] | None = None
     """Cached chart values; cleared whenever the slot gets new data."""
 
 
 class RecordTail:
-    """The run's records, read incrementally from `run_dir/requests.csv` (+ `server_metrics.csv`)."""
+    """The run's records, read incrementally from `run_dir/requests.csv` (+ `server_metrics.csv` and the load
+    processes' `client_monitor.csv`, whose raw-read figures chart streams that are still in flight)."""
 
     COLUMNS = ("endpoint", "node", "level", "ok", "t_start_s", "ttft_ms", "e2e_ms", "itl_mean_ms", "tpot_ms")
 
@@ -81,6 +91,7 @@ class RecordTail:
         self.run_dir = run_dir
         self.requests = CsvTail(run_dir / REQUESTS_CSV)
         self.server = CsvTail(run_dir / SERVER_METRICS_CSV)
+        self.monitor = CsvTail(run_dir / MONITOR_CSV)
         self.cols: dict[str, list[float]] = {k: [] for k in ("level", "ok", "ttft", "e2e", "itl_mean", "tpot")}
         """Per request, in file order: level index, ok (1/0) and the metrics in ms (NaN when undefined)."""
         self.endpoint: list[str] = []
@@ -89,7 +100,7 @@ class RecordTail:
         self.buckets: dict[int, _Bucket] = {}
         self.t0: float | None = None
         """Run start (run.json started_at), Unix s: the charts' time origin."""
-        self._summaries: tuple[int, dict[str, Any]] | None = None
+        self._summaries: tuple[tuple[int, int | None], dict[str, Any]] | None = None
 
     @property
     def n(self) -> int:
@@ -113,6 +124,7 @@ class RecordTail:
         if rows and header is not None:
             self._add_requests(rows, {name: header.index(name) for name in header})
         self._add_server(self.server.read_new())
+        self._add_monitor(self.monitor.read_new())
         return len(rows)
 
     def _add_requests(self, rows: list[list[str]], idx: dict[str, int]) -> None:
@@ -170,6 +182,26 @@ class RecordTail:
             if "kv_cache_usage" in idx and math.isfinite(v := _num(row[idx["kv_cache_usage"]])):
                 bucket.kv.append(v)
 
+    def _add_monitor(self, rows: list[list[str]]) -> None:
+        header = self.monitor.header
+        if not rows or header is None or "events_rx" not in header:
+            return  # a run from before the live columns
+        idx = {name: header.index(name) for name in header}
+        for row in rows:
+            if len(row) != len(header):
+                continue
+            t = _num(row[idx["t_s"]])
+            if not math.isfinite(t):
+                continue
+            bucket = self._bucket(t)
+            bucket.monitored = True
+            events = _num(row[idx["events_rx"]])
+            bucket.events += events if math.isfinite(events) else 0.0
+            for name, values in (("ttft_p50_ms", bucket.live_ttft), ("ttft_p95_ms", bucket.live_ttft95),
+                                 ("itl_p50_ms", bucket.live_itl), ("itl_p95_ms", bucket.live_itl95)):  # fmt: skip
+                if math.isfinite(v := _num(row[idx[name]])):
+                    values.append(v)
+
     def add_users(self, t_s: float, users: int) -> None:
         """Note Locust's user count at Unix time `t_s` (sampled by the UI's greenlet)."""
         self._bucket(t_s).users.append(users)
@@ -178,10 +210,12 @@ class RecordTail:
     def series(self, until_s: float) -> dict[str, list[float | None]]:
         """The live series, one point per slot that ended by `until_s` (Unix s); `t` = slot end − t0 in seconds.
 
-        ttft_p50/p95, itl_p50/p95 (ms, requests that ended in the slot), out_tok_s (output tokens/s) and req_s
-        (successful requests/s) over the trailing RATE_WINDOW slots (a 2 s slot holds too few request ends for a
-        steady rate), in_flight (mean requests in flight from the records), users (Locust's count), and from the
-        server's /metrics: running, waiting (requests), kv_pct (KV-cache usage, %).
+        While streams are in flight the load processes' own samples (`client_monitor.csv`) are the source: out_tok_s
+        = events received per second (≈ output tokens/s; a multi-token event counts once), ttft_p50 = their live
+        first-read TTFT, itl_p50/p95 = their live read gaps. Slots without a monitor sample (older runs) fall back to
+        the records: TTFT/ITL of requests that ended in the slot and their output tokens. Rates are trailing means
+        over RATE_WINDOW slots. Also req_s (successful requests/s ending), in_flight (mean requests in flight from
+        the records), users (Locust's count), and from the server's /metrics: running, waiting, kv_pct (%).
         """
         keys = sorted(k for k in self.buckets if (k + 1) * BUCKET_S <= until_s)
         if keys:
@@ -205,15 +239,20 @@ class RecordTail:
             ]
         return out
 
-    def summaries(self) -> dict[str, Any]:
+    def summaries(self, level_index: int | None = None) -> dict[str, Any]:
         """Exact percentiles (vlab.core.metrics.summarize) per endpoint over the successful requests: `run` (all of
-        them) and `level` (those sent in the latest level present in the records). Cached per record count."""
-        if self._summaries is not None and self._summaries[0] == self.n:
+        them) and `level` (those sent in level `level_index`: the level in force, which the page's header shows;
+        default the latest level in the records). Cached per record count and level."""
+        key = (self.n, level_index)
+        if self._summaries is not None and self._summaries[0] == key:
             return self._summaries[1]
         ok = np.asarray(self.cols["ok"]) == 1.0
         level = np.asarray(self.cols["level"])
         endpoint = np.asarray(self.endpoint, dtype=object)
-        last_level = float(np.nanmax(level)) if self.n and np.isfinite(level).any() else math.nan
+        if level_index is not None:
+            last_level = float(level_index)
+        else:
+            last_level = float(np.nanmax(level)) if self.n and np.isfinite(level).any() else math.nan
         metric = {key: np.asarray(self.cols[key]) for key, _ in TABLE_METRICS}
         result: dict[str, Any] = {"run": [], "level": [], "level_index": _finite(last_level)}
         for scope, mask in (("run", ok), ("level", ok & (level == last_level))):
@@ -224,7 +263,7 @@ class RecordTail:
                     row: dict[str, Any] = {"endpoint": name, "metric": key, "label": label}
                     row.update({stat: _finite(float(s[stat])) for stat in STATS})
                     result[scope].append(row)
-        self._summaries = (self.n, result)
+        self._summaries = (key, result)
         return result
 
 
@@ -235,12 +274,18 @@ def _point(b: _Bucket) -> dict[str, float | None]:
     def mean(values: list[float], scale: float = 1.0) -> float | None:
         return round(float(np.mean(values)) * scale, 3) if values else None
 
+    def median(values: list[float]) -> float | None:
+        return round(float(np.median(values)), 3) if values else None
+
+    if b.monitored:
+        live = {"ttft_p50": median(b.live_ttft), "ttft_p95": median(b.live_ttft95),
+                "itl_p50": median(b.live_itl), "itl_p95": median(b.live_itl95),
+                "out_tok_s": round(b.events / BUCKET_S, 3)}  # fmt: skip
+    else:
+        live = {"ttft_p50": _finite(ttft.p50), "ttft_p95": _finite(ttft.p95), "itl_p50": _finite(itl.p50),
+                "itl_p95": _finite(itl.p95), "out_tok_s": round(b.out_tokens / BUCKET_S, 3)}  # fmt: skip
     return {
-        "ttft_p50": _finite(ttft.p50),
-        "ttft_p95": _finite(ttft.p95),
-        "itl_p50": _finite(itl.p50),
-        "itl_p95": _finite(itl.p95),
-        "out_tok_s": round(b.out_tokens / BUCKET_S, 3),
+        **live,
         "req_s": round(b.n_ok / BUCKET_S, 3),
         "in_flight": round(b.busy_s / BUCKET_S, 3),
         "users": float(max(b.users)) if b.users else None,

@@ -12,8 +12,9 @@ Importing this module (the locustfiles do, through their user classes) registers
 - at test stop: records flushed, levels and `run.json` completed with a status that matches what happened
   (`vlab.core.runfolder.RunStatus`) and the process exit code set from it; a headless run then builds its report.
 
-Exit codes: 0 completed (or stopped from the web UI), 1 failed or not started, 2 bad input, 130 interrupted by
-SIGINT, 143 by SIGTERM (docs/reliability.md).
+Exit codes: 0 completed (or stopped from the web UI) with no failed request, 1 (Locust's `--exit-code-on-error`)
+completed with some, 1 failed or not started, 2 bad input, 130 interrupted by SIGINT, 143 by SIGTERM
+(docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -140,6 +141,7 @@ def _on_init(environment: Environment, **_kw: Any) -> None:
     headless = bool(getattr(options, "headless", False))
     if driven_by_levels(scenario, headless=headless, worker=worker):
         environment.shape_class = LevelShape(scenario)
+        environment.shape_class.runner = environment.runner  # Locust sets it only for shapes found in the locustfile
         if environment.web_ui is not None:
             environment.web_ui.update_template_args()
         ctx.tracker.gate.clear()  # the controller opens it when the first level starts
@@ -150,6 +152,7 @@ def _on_init(environment: Environment, **_kw: Any) -> None:
         install_worker(ctx)
     elif isinstance(environment.runner, MasterRunner):
         environment.runner.register_message(MESSAGE_TYPE, _on_records_message)
+        ctx.cluster = MasterCluster(ctx)  # registers the workers' progress and drain messages before any arrive
     if not worker:
         # Locust 2.47 installs its SIGTERM handler only after a headless shape run has finished, so a SIGTERM during
         # one killed the process with nothing recorded as interrupted. Until Locust's own handler replaces this one,
@@ -318,7 +321,7 @@ def _start_levels(ctx: RunContext) -> None:
         return
     shape = ctx.environment.shape_class
     shape.reset_time()  # start-up (probe, calibration) ran while the shape's clock was going
-    cluster = MasterCluster(ctx) if ctx.is_master else LocalCluster(ctx)
+    cluster = ctx.cluster if ctx.cluster is not None else LocalCluster(ctx)
 
     def on_level(level: Any) -> None:
         if ctx.run_dir is not None:
@@ -415,16 +418,19 @@ def _finish_run(ctx: RunContext, *, interrupted: bool) -> None:
     if ctx.is_master:
         meta.workers = WorkersMeta(lost=ctx.workers_lost, batches_rejected=ctx.receiver.rejected if ctx.receiver else 0)
     meta.write(ctx.run_dir)
-    ctx.environment.process_exit_code = exit_code(meta.status, _STATE["signal"])
+    some_failed = counts is not None and sum(counts.failed_by_kind.values()) > 0
+    on_error = int(getattr(ctx.environment.parsed_options, "exit_code_on_error", 1))
+    ctx.environment.process_exit_code = exit_code(meta.status, _STATE["signal"], on_error if some_failed else 0)
     if meta.status_reason:
         print(f"vlab: run {meta.status}: {meta.status_reason}", file=sys.stderr, flush=True)
 
 
-def exit_code(status: str, signum: int | None) -> int:
-    """The process exit code of a run that ended with `status` (see the module docstring)."""
+def exit_code(status: str, signum: int | None, on_failures: int = 0) -> int:
+    """The process exit code of a run that ended with `status` (see the module docstring); `on_failures` is what a
+    completed run with some failed requests returns (Locust's `--exit-code-on-error`, default 1)."""
     if status == "interrupted":
         return EXIT_SIGTERM if signum == signal.SIGTERM else EXIT_SIGINT
-    return EXIT_FAILED if status in ("failed", "not_started") else EXIT_OK
+    return EXIT_FAILED if status in ("failed", "not_started") else on_failures
 
 
 def _write_not_started(ctx: RunContext, reason: str) -> None:

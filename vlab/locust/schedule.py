@@ -45,6 +45,8 @@ class ArrivalSchedule(Background):
         self.law = ARRIVAL_LAWS[load.arrival.process]()
         self.tickets: Queue[Ticket] = Queue()
         self.issued = 0
+        self.idle_slots = 0
+        """Slot users waiting in `take` right now: zero at a ticket's due time means every slot is busy."""
         self.level_done: int | None = None
         """Index of the last level whose arrivals were all issued."""
 
@@ -73,10 +75,14 @@ class ArrivalSchedule(Background):
                 delay = due - time.perf_counter()
                 if delay > 0:
                     gevent.sleep(delay)
-                self.tickets.put(Ticket(due, all_busy=not self.tickets.getters))
+                self.tickets.put(Ticket(due, all_busy=self.idle_slots == 0))
                 self.issued += 1
             self.level_done = level.index
 
     def take(self) -> Ticket:
         """Block until a ticket is due."""
-        return self.tickets.get()
+        self.idle_slots += 1
+        try:
+            return self.tickets.get()
+        finally:
+            self.idle_slots -= 1

@@ -232,9 +232,10 @@ class LLMUser(User):
         if ctx.factory is None:  # start-up failed (already reported): do nothing until the runner quits
             self.stop()
             return
-        ctx.tracker.gate.wait()
         queue_wait_ms, waited = 0.0, False
-        if ctx.schedule is not None:
+        if ctx.schedule is None:
+            ctx.tracker.gate.wait()  # closed loop: no request starts while a level drains
+        else:  # open loop: the schedule decides; tickets already issued belong to their level and are sent
             ticket = ctx.schedule.take()
             queue_wait_ms, waited = max(0.0, (time.perf_counter() - ticket.due) * 1000.0), ticket.all_busy
         dataset = ctx.scenario.data.dataset

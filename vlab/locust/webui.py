@@ -152,7 +152,8 @@ class Console:
         out["totals"] = {"requests": tail.n, "ok": n_ok, "failed": tail.n - n_ok, "nodes": dict(tail.nodes)}
         until = time.time() - SETTLE_S if self.running else math.inf
         out["series"] = tail.series(until)
-        out["tables"] = tail.summaries()
+        level = ctx.tracker.current
+        out["tables"] = tail.summaries(level.index if level is not None else None)
         return out
 
     def server_note(self) -> dict[str, Any]:
