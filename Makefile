@@ -36,6 +36,8 @@ test-fast: client-env
 lint: client-env
 	@.venv/bin/ruff check .
 	@.venv/bin/ruff format --check .
+	@.venv/bin/lint-imports
+	@.venv/bin/mypy
 
 # Ready experiments (each starts and stops its own servers, then writes one comparison report).
 experiment-prefix: setup

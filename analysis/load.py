@@ -228,11 +228,11 @@ def read_requests(path: Path, records_format: int = RECORDS_FORMAT) -> tuple[pd.
     for name, col in COLUMNS.items():
         if col.dtype == "bool":
             frame[name] = frame[name].astype(bool)
-    for col in ("error_kind", "error", "finish_reason"):
-        series = frame[col]
+    for text_col in ("error_kind", "error", "finish_reason"):
+        series = frame[text_col]
         if "" not in series.cat.categories:
             series = series.cat.add_categories([""])
-        frame[col] = series.fillna("")
+        frame[text_col] = series.fillna("")
     e2e_s = frame["e2e_ms"].to_numpy() / 1000.0
     start = frame["t_start_s"].to_numpy()
     frame["end_s"] = np.where(np.isfinite(e2e_s), start + e2e_s, start)

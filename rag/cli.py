@@ -44,7 +44,7 @@ def _k_list(text: str) -> list[int]:
     return ks
 
 
-def add_subcommand(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_subcommand(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `rag` with its `ingest`, `ask` and `eval` subcommands to the `vlab` parser."""
     from rag.answer import DEFAULT_MAX_TOKENS
     from rag.chunking import DEFAULT_CHUNK_TOKENS, DEFAULT_OVERLAP, STRATEGIES

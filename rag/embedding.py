@@ -61,7 +61,7 @@ def _quiet_offline_env() -> None:
 def _embedding_function_class() -> type:
     from chromadb.utils.embedding_functions import SentenceTransformerEmbeddingFunction
 
-    class LazySentenceTransformerEF(SentenceTransformerEmbeddingFunction):  # type: ignore[misc]
+    class LazySentenceTransformerEF(SentenceTransformerEmbeddingFunction):
         """chromadb's sentence-transformers embedding function, loading the model at first use, not at init.
 
         Same `name()` and config as the parent, so chromadb stores and checks it as `sentence_transformer`.

@@ -36,7 +36,7 @@ def _content_stream(page: Page) -> bytes:
         # A filled grey rectangle and a stroked frame: something visible, nothing extractable.
         return b"0.6 g 100 300 400 300 re f 0 G 2 w 90 290 420 320 re S"
     ops: list[str] = ["BT"]
-    y = PAGE_HEIGHT_PT - MARGIN_PT
+    y: float = PAGE_HEIGHT_PT - MARGIN_PT
     if page.heading:
         ops.append(f"/F2 {HEADING_SIZE_PT} Tf 1 0 0 1 {MARGIN_PT} {y} Tm ({_escape(page.heading)}) Tj")
         y -= HEADING_SIZE_PT * 2

@@ -60,7 +60,7 @@ class Retriever:
             RetrievedChunk(
                 text=str(doc),
                 source=str(meta.get("source", "?")),
-                page=int(meta.get("page", 0)),  # type: ignore[arg-type]
+                page=int(meta.get("page", 0)),
                 distance=float(dist),
                 path=str(meta.get("path", "")),
                 section=str(meta.get("section", "")),

@@ -85,7 +85,7 @@ def convert(gguf_path: Path, out_dir: Path) -> None:
         delattr(config, "quantization_config")
     config.dtype = torch.bfloat16
     # transformers refuses save_pretrained on a GGUF-loaded model: copy the weights into a fresh model instead.
-    fresh = LlamaForCausalLM(config).to(torch.bfloat16)
+    fresh = LlamaForCausalLM(config).to(torch.bfloat16)  # type: ignore[arg-type]
     missing, unexpected = fresh.load_state_dict(loaded.state_dict(), strict=False)
     missing = [k for k in missing if k != "lm_head.weight"]  # tied to the embeddings
     if missing or unexpected:

@@ -198,7 +198,7 @@ def kv_budget_for(profile: ServerProfile, shape: ModelShape | None = None) -> Kv
             card,
             spec.utilization,
             profile.served_dtype(shape),
-            **{k: (gib(v) if v is not None else None) for k, v in given.items()},
+            **{k: (gib(v) if v is not None else None) for k, v in given.items()},  # type: ignore[arg-type]
         )
     except ConfigError as exc:
         raise ConfigError(f"profile {profile.name}: kv_budget for {card.key}: {exc}") from None
@@ -268,7 +268,7 @@ def parse_profile(data: Any, source: str) -> ServerProfile:
     except ValidationError as exc:
         errors = exc.errors()
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        raise ConfigError(f"{source}: {_describe_error(errors[0])}{more}") from None
+        raise ConfigError(f"{source}: {_describe_error(dict(errors[0]))}{more}") from None
 
 
 def load_profile(name_or_path: str | Path) -> ServerProfile:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import bisect
 import json
 from dataclasses import dataclass, field
+from typing import Any
 
 from vlab.client.http import describe_body
 from vlab.client.stream import RawStream
@@ -195,6 +196,7 @@ def _read_usage(data: bytes, result: StreamResult) -> None:
         _apply_usage(usage, result)
 
 
-def _apply_usage(usage: dict, result: StreamResult) -> None:
-    result.prompt_tokens = int(usage.get("prompt_tokens") or -1)
-    result.completion_tokens = int(usage.get("completion_tokens") if usage.get("completion_tokens") is not None else -1)
+def _apply_usage(usage: dict[str, Any], result: StreamResult) -> None:
+    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    result.prompt_tokens = int(prompt) if isinstance(prompt, int | float) and prompt else -1
+    result.completion_tokens = int(completion) if isinstance(completion, int | float) else -1

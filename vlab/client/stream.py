@@ -232,7 +232,7 @@ def _gevent_sockets() -> bool:
         from gevent import monkey
     except ImportError:
         return False
-    return monkey.is_module_patched("socket")
+    return bool(monkey.is_module_patched("socket"))
 
 
 class _Watchdog:

@@ -81,7 +81,7 @@ def adaptive_search(
     scenario: Scenario, run_dir: Path, *, host: str | None, processes: int = 0, max_probes: int = 10
 ) -> tuple[Probe | None, list[Probe]]:
     """Run probes until the highest SLO-meeting load is known (or `max_probes` ran); return it and every probe."""
-    from vlab.commands.sweep import run_locust
+    from vlab.commands.runner import run_locust
     from vlab.core.scenario import load_scenario
 
     if not scenario.slo.is_set():

@@ -245,7 +245,8 @@ def plan_runs(plan: LabPlan, base: str, only: list[str] | None) -> list[RunSpec]
     names = only or [n for n in DEFAULT_ORDER if n in EXPERIMENTS]
     unknown = [n for n in names if n not in EXPERIMENTS]
     if unknown:
-        raise UserError(f"--only: unknown experiment(s) {', '.join(unknown)} (known: {', '.join(EXPERIMENTS)})", 2)
+        known = ", ".join(EXPERIMENTS)
+        raise UserError(f"--only: unknown experiment(s) {', '.join(unknown)} (known: {known})", exit_code=2)
     return [spec for name in names for spec in EXPERIMENTS[name].runs(plan, base)]
 
 
@@ -461,7 +462,7 @@ def add_subcommand(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
 def _cmd_lab(args: argparse.Namespace) -> int:
     if args.report_only is not None:
         if not (args.report_only / LAB_JSON).is_file():
-            raise UserError(f"{args.report_only}: no lab.json (is it a lab folder?)", 2)
+            raise UserError(f"{args.report_only}: no lab.json (is it a lab folder?)", exit_code=2)
         print(f"report: {build_lab_reports(args.report_only)}")
         return 0
     from server.profile import load_profile

@@ -145,7 +145,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     if args.run_dir is not None and holds_run(args.run_dir):
         if not args.overwrite:
             raise UserError(
-                f"--run-dir {args.run_dir} already holds a run; choose another folder or pass --overwrite", 2
+                f"--run-dir {args.run_dir} already holds a run; choose another folder or pass --overwrite", exit_code=2
             )
         clear_run(args.run_dir)
     run_dir = args.run_dir or new_run_dir(scenario.name)

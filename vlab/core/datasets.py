@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import codecs
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -249,7 +250,8 @@ def load_dataset(path: str | Path, fmt: DatasetFormat) -> DatasetLoad:
     path = Path(path)
     if fmt not in ("jsonl", "sharegpt"):
         raise ConfigError(f"{path}: unknown dataset format {fmt!r} (expected jsonl or sharegpt)")
-    return _cached(_load_dataset, path, fmt)
+    loaded: DatasetLoad = _cached(_load_dataset, path, fmt)
+    return loaded
 
 
 def load_questions(path: str | Path, *, labelled: bool = False) -> QuestionLoad:
@@ -258,7 +260,8 @@ def load_questions(path: str | Path, *, labelled: bool = False) -> QuestionLoad:
     `labelled`: the retrieval evaluation also needs `file` (the PDF answering it) and `page` (1-based); questions
     without them are skipped and counted.
     """
-    return _cached(_load_questions, Path(path), labelled)
+    loaded: QuestionLoad = _cached(_load_questions, Path(path), labelled)
+    return loaded
 
 
 def load_scenario_data(data: DataConfig) -> LoadSummary | None:
@@ -273,11 +276,11 @@ def load_scenario_data(data: DataConfig) -> LoadSummary | None:
     return None
 
 
-_CACHE: dict[tuple, tuple[tuple, Any]] = {}
+_CACHE: dict[tuple[Any, ...], tuple[tuple[Any, ...], Any]] = {}
 """(loader, path, option) → (file version, result): one entry per file, replaced when the file changes."""
 
 
-def _cached(loader, path: Path, option):
+def _cached(loader: Callable[[Path, Any], Any], path: Path, option: Any) -> Any:
     try:
         stat = path.stat()
         key, version = (loader.__name__, str(path.resolve()), str(path), option), (stat.st_mtime_ns, stat.st_size)
@@ -315,9 +318,9 @@ class _Tally:
     def summary(self, path: Path, fmt: str, unit: str, position: str, total: int, loaded: int) -> LoadSummary:
         return LoadSummary(
             path=str(path),
-            format=fmt,
-            unit=unit,
-            position=position,
+            format=fmt,  # type: ignore[arg-type]  # checked by the model
+            unit=unit,  # type: ignore[arg-type]
+            position=position,  # type: ignore[arg-type]
             total=total,
             loaded=loaded,
             skipped=_occurrences(self.skipped),
@@ -369,17 +372,17 @@ def _read_rows(path: Path, what: str, tally: _Tally) -> tuple[list[tuple[int, An
     if not text.strip():
         raise ConfigError(f"{path}: the {what} file is empty")
     if text.lstrip().startswith("["):
-        rows = _parse_json(path, text)
-        if not isinstance(rows, list):  # pragma: no cover - a text starting with '[' parses to a list or fails
+        parsed = _parse_json(path, text)
+        if not isinstance(parsed, list):  # pragma: no cover - a text starting with '[' parses to a list or fails
             raise ConfigError(f"{path}: expected a JSON list")
-        return list(enumerate(rows, start=1)), "entry"
+        return list(enumerate(parsed, start=1)), "entry"
     rows: list[tuple[int, Any]] = []
     # Split on newlines only: str.splitlines() also splits on U+2028, U+0085 and others, which JSON strings may hold.
-    for number, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
+    for number, text_line in enumerate(text.split("\n"), start=1):
+        if not text_line.strip():
             continue
         try:
-            rows.append((number, json.loads(line)))
+            rows.append((number, json.loads(text_line)))
         except (ValueError, RecursionError):
             rows.append((number, _INVALID))
     if len(rows) > 1 and any(row is _INVALID for _, row in rows):
@@ -425,7 +428,7 @@ def _text(value: Any) -> str:
     return value
 
 
-def _top_system(row: dict, tally: _Tally) -> str | None:
+def _top_system(row: dict[str, Any], tally: _Tally) -> str | None:
     """A top-level `system` string (null and empty mean none)."""
     value = row.get("system")
     if value is None:
@@ -444,7 +447,7 @@ class _Ids:
     def __init__(self) -> None:
         self.taken: set[str] = set()
 
-    def check(self, row: dict) -> str | None:
+    def check(self, row: dict[str, Any]) -> str | None:
         raw = row.get("id")
         if raw is None or isinstance(raw, (dict, list)):
             return None

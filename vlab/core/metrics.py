@@ -88,7 +88,7 @@ class RequestTiming:
 
     def tpot_ms(self, output_tokens: int) -> float:
         """Time per output token after the first (`tpot`); NaN for ≤ 1 token."""
-        return tpot(self.e2e_ms, self.ttft_ms, output_tokens)
+        return float(tpot(self.e2e_ms, self.ttft_ms, output_tokens))
 
     @classmethod
     def from_stamps(cls, t_send: float, first_choice_s: float, token_stamps_s: Sequence[float]) -> RequestTiming:

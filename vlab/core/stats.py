@@ -53,7 +53,8 @@ NAN_INTERVAL = Interval(math.nan, math.nan, math.nan)
 
 def _finite(values: np.ndarray | list[float]) -> np.ndarray:
     arr = np.asarray(values, dtype=float)
-    return arr[np.isfinite(arr)]
+    finite: np.ndarray = arr[np.isfinite(arr)]
+    return finite
 
 
 def _rng(seed: int = 0) -> np.random.Generator:

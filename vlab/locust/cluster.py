@@ -96,7 +96,7 @@ class MasterCluster(Cluster):
         self.ctx = ctx
         self.progress: dict[str, dict[int, int]] = {}
         self.drained_nodes: dict[int, set[str]] = {}
-        runner = ctx.environment.runner
+        runner: Any = ctx.environment.runner
         runner.register_message(PROGRESS_MESSAGE, self._on_progress)
         runner.register_message(DRAINED_MESSAGE, self._on_drained)
 
@@ -139,7 +139,7 @@ class MasterCluster(Cluster):
 def send_level(ctx: RunContext, level: Level) -> None:
     """Tell every worker to start `level` (same index and start time everywhere; an open-loop worker takes
     1/workers of the rate)."""
-    runner = ctx.environment.runner
+    runner: Any = ctx.environment.runner
     workers = max(runner.worker_count, 1)
     message = LevelMessage(index=level.index, target=level.target, start_s=level.start_s, share=1.0 / workers)
     runner.send_message(LEVEL_MESSAGE, message.model_dump())
@@ -148,7 +148,7 @@ def send_level(ctx: RunContext, level: Level) -> None:
 # ------------------------------------------------------------------------------------------------------- workers
 def install_worker(ctx: RunContext) -> None:
     """On a worker: follow the master's levels and drains, and report progress."""
-    runner = ctx.environment.runner
+    runner: Any = ctx.environment.runner
 
     def on_level(environment: Any, msg: Any, **_kw: Any) -> None:
         data = LevelMessage.model_validate(msg.data)

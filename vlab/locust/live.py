@@ -258,9 +258,9 @@ class RecordTail:
         for scope, mask in (("run", ok), ("level", ok & (level == last_level))):
             for name in sorted(set(endpoint[mask].tolist())):
                 sel = mask & (endpoint == name)
-                for key, label in TABLE_METRICS:
-                    s = summarize(metric[key][sel]).as_dict()
-                    row: dict[str, Any] = {"endpoint": name, "metric": key, "label": label}
+                for metric_key, label in TABLE_METRICS:
+                    s = summarize(metric[metric_key][sel]).as_dict()
+                    row: dict[str, Any] = {"endpoint": name, "metric": metric_key, "label": label}
                     row.update({stat: _finite(float(s[stat])) for stat in STATS})
                     result[scope].append(row)
         self._summaries = (key, result)

@@ -99,7 +99,7 @@ def _fail(environment: Environment, message: str, code: int) -> None:
 # ---------------------------------------------------------------------------------------------------------- init
 @events.init.add_listener
 def _on_init(environment: Environment, **_kw: Any) -> None:
-    options = environment.parsed_options
+    options: Any = environment.parsed_options
     path = getattr(options, "scenario", "") if options else ""
     if not path:
         _error("--scenario FILE is required (see scenarios/)", EXIT_BAD_INPUT)
@@ -289,9 +289,9 @@ def _prepare_run_folder(ctx: RunContext) -> None:
         ctx.run_dir = new_run_dir(ctx.scenario.name)
     ctx.run_dir.mkdir(parents=True, exist_ok=True)
     if ctx.is_master:
-        if ctx.sink is None:
-            ctx.sink = CsvSink(ctx.run_dir)
-        ctx.receiver = BatchReceiver(ctx.sink)
+        sink = ctx.sink if isinstance(ctx.sink, CsvSink) else CsvSink(ctx.run_dir)
+        ctx.sink = sink
+        ctx.receiver = BatchReceiver(sink)
     if ctx.wants_locust_csv:
         _start_locust_csv(ctx)
     _base_meta(ctx).write(ctx.run_dir)
@@ -339,7 +339,7 @@ def _start_levels(ctx: RunContext) -> None:
 def _watch_runner(ctx: RunContext) -> None:
     """On the master (or the only process): without a shape (web UI), every new target user count started from the
     form is a level; on a master, a worker that stops sending heartbeats is noted as lost."""
-    runner = ctx.environment.runner
+    runner: Any = ctx.environment.runner
     follow_users = ctx.environment.shape_class is None
     lost: set[str] = set()
     while True:
@@ -380,7 +380,7 @@ def _on_test_stop(environment: Environment, **_kw: Any) -> None:
         ctx.sink.flush(final=True)
     elif ctx.receiver is not None:
         # Workers flush their last batch from their own test_stop, which can come after the master's: wait for it.
-        runner = ctx.environment.runner
+        runner: Any = ctx.environment.runner
         live = len(runner.clients.all) - len(runner.clients.missing)
         if not ctx.receiver.wait_for_finals(live):
             log.warning("vlab: %d of %d workers sent no final batch", live - len(ctx.receiver.finished), live)

@@ -78,6 +78,7 @@ class OpenAISDKUser(LLMUser):
         raw.status = result.status
         if want_text:
             result.text = "".join(texts)
+        assert ctx.finisher is not None
         return Sent(raw, ctx.finisher.submit(functools.partial(record_result, ctx, raw, result, request)))
 
 

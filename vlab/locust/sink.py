@@ -16,6 +16,7 @@ import logging
 import threading
 import time
 from pathlib import Path
+from typing import TextIO
 
 import gevent
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -97,7 +98,7 @@ class CsvSink(_Pending):
         self._requests = self._open(run_dir / REQUESTS_CSV, RequestRecord.csv_header())
         self._tokens = self._open(run_dir / TOKENS_CSV, TOKENS_HEADER)
         _Pending.__init__(self)
-        self._monitor = None  # client_monitor.csv, opened with the first sample
+        self._monitor: TextIO | None = None  # client_monitor.csv, opened with the first sample
         self._lock = threading.Lock()  # gevent-patched under Locust; a real lock in plain-thread use
         self.written = 0
         self.interval_s = interval_s
@@ -112,13 +113,15 @@ class CsvSink(_Pending):
             handle.flush()
         return handle
 
-    def add_lines(self, request_lines: list[str], token_chunks: list[str], monitor_lines: list[str] = ()) -> None:
+    def add_lines(
+        self, request_lines: list[str], token_chunks: list[str], monitor_lines: list[str] | None = None
+    ) -> None:
         """Queue already formatted lines (records that arrived from a worker process)."""
         for line in request_lines:
             self.counts.count_line(line)
         self._requests_q.extend(request_lines)
         self._tokens_q.extend(token_chunks)
-        self._monitor_q.extend(monitor_lines)
+        self._monitor_q.extend(monitor_lines or [])
 
     def flush(self) -> None:
         with self._lock:
@@ -133,8 +136,9 @@ class CsvSink(_Pending):
             if monitor:
                 if self._monitor is None:
                     self._monitor = self._open(self.run_dir / MONITOR_CSV, MONITOR_HEADER)
-                self._monitor.write("".join(monitor))
-                self._monitor.flush()
+                handle = self._monitor
+                handle.write("".join(monitor))
+                handle.flush()
 
     def close(self) -> None:
         self._flusher.kill(block=False)

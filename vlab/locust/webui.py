@@ -108,7 +108,7 @@ class Console:
                 gevent.sleep(BUCKET_S / 2)
                 runner = self.environment.runner
                 tail = self._tail() if runner is not None and self.running else None
-                if tail is not None:
+                if tail is not None and runner is not None:
                     tail.add_users(time.time(), int(runner.user_count))
 
         self._sampler = gevent.spawn(loop)
@@ -315,7 +315,7 @@ def install(environment: Environment) -> Console:
             console.report_error = str(exc)
             return make_response(f"vlab: report: {exc}\n", 409, {"Content-Type": "text/plain; charset=utf-8"})
         console.report_error = None
-        return redirect(f"{request.script_root}{base or ''}/llm/report/{REPORT_HTML}")
+        return redirect(f"{request.script_root}{base or ''}/llm/report/{REPORT_HTML}")  # type: ignore[return-value]
 
     @bp.route(f"/llm/report/{REPORT_HTML}")
     @auth

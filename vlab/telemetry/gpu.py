@@ -370,7 +370,7 @@ def sample_loop(
             note["reason"] = str(exc)
             write_note(note_path, note)
             return 0
-        except nvml.error as exc:  # type: ignore[misc]
+        except nvml.error as exc:
             note["reason"] = f"NVML failed listing the GPUs: {exc}"
             write_note(note_path, note)
             return 0
@@ -419,7 +419,7 @@ def _loop(
             c0, w0 = time.process_time(), time.perf_counter()
             try:
                 rows = [read_row(nvml, d) for d in devices]
-            except nvml.error as exc:  # type: ignore[misc]  # e.g. GPU lost: counted, not fatal
+            except nvml.error as exc:  # e.g. GPU lost: counted, not fatal
                 errors += 1
                 last_error = str(exc)[:200]
             else:
