@@ -20,6 +20,7 @@ SUBCOMMAND_MODULES = (
     "vlab.commands.sweep",
     "vlab.commands.report",
     "vlab.commands.experiment",
+    "vlab.commands.gateway",
     "rag.cli",
 )
 
