@@ -1,0 +1,582 @@
+"""The gateway experiment, measured by the suite: what the gateway costs, and whether its limits keep a key fair.
+
+    python -m gateway.experiment [--upstream http://127.0.0.1:8100 | --profile cpu-smollm2] [--rounds 1]
+                                 [--parts passthrough,overhead,fairness] [--out DIR]
+
+Three parts, each run with the suite's own CLI (`python -m vlab sweep SCENARIO --host URL --run-dir DIR
+--no-report`), the gateway started as `python -m gateway` (its own process, so psutil can read its CPU time):
+
+1. passthrough: the fake SSE server (20 ms per token, 16 streams of 64 tokens), direct and through the gateway.
+   Every client gap (tokens.csv) is compared with the server's true send gap for the same request and pair of
+   tokens (the fake server's `/events`, matched through `usage.prompt_tokens` = its request id): gap error =
+   client gap − send gap, ms. Buffering would show as errors of a whole interval (20 ms).
+2. overhead: vLLM direct and through the gateway at 1, 4, 16, 64 users (chat, 64-token prompts, exactly 32 output
+   tokens), one sweep per level and path, direct and gateway alternated level by level. Per level, over requests
+   sent after the warm-up: TTFT p50/p99 added (gateway − direct), ITL p99 added (ITL jitter: p99 of the gaps),
+   output tok/s lost ((direct − gateway) / direct; token events arriving inside the window ÷ its length), and the
+   gateway's CPU per token (its process CPU time over the sweep ÷ token events relayed in the sweep, ms).
+3. fairness: two keys through the gateway at once, `greedy` (open loop, 12 requests/s offered: more than the server
+   can serve) and `polite` (1 user, closed loop), first with greedy unlimited, then with greedy limited to 2
+   requests/s. Does the polite key keep its SLO (TTFT ≤ 1 s and mean ITL ≤ 100 ms)? Greedy's 429s are counted
+   from the records' `status` column: the suite records them as `error_kind=http` today (see docs/gateway.md).
+
+Keys are made fresh for the run (`gateway.config.generate_key`), reach the suite through environment variables
+only, and the gateway configs written here hold their hashes only; at the end every file in the folder is searched
+for them (`keys_on_disk` in summary.json must be empty). Everything lands in `reports/<time>-gateway-experiment/`:
+the run folders, gateway configs and JSON logs, `summary.json` and `summary.md` (the tables, also printed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import psutil
+
+from gateway.config import generate_key, hash_key
+from vlab.core.errors import UserError
+from vlab.core.paths import REPO_ROOT, REPORTS_DIR
+
+DEFAULT_UPSTREAM = "http://127.0.0.1:8100"
+LEVELS: dict[int, tuple[float, float]] = {1: (34.0, 3.0), 4: (18.0, 3.0), 16: (18.0, 4.0), 64: (40.0, 12.0)}
+"""Users → (stage duration, warm-up) seconds: ≥ 30 measured requests per level on the 2-core CPU server (at 64
+users the first wave's TTFT is several seconds: a longer warm-up keeps it out)."""
+PROMPT_TOKENS, OUTPUT_TOKENS = 64, 32
+SLO = {"ttft_ms": 1000.0, "itl_ms": 100.0}
+FAIR_DURATION_S, FAIR_WARMUP_S = 45.0, 8.0
+GREEDY_RATE = 12.0
+GREEDY_LIMITS = {"requests_per_s": 2, "burst_requests": 4, "tokens_per_min": 15000}
+PASS_INTERVAL_MS, PASS_USERS, PASS_TOKENS, PASS_DURATION_S = 20.0, 16, 64, 15.0
+PARTS = ("passthrough", "overhead", "fairness")
+
+
+# ----------------------------------------------------------------------------------------------- processes
+@dataclass
+class GatewayProc:
+    proc: subprocess.Popen[bytes]
+    url: str
+    ps: psutil.Process
+
+    def cpu_s(self) -> float:
+        t = self.ps.cpu_times()
+        return float(t.user + t.system)
+
+
+def write_gateway_config(path: Path, upstream: str, keys: dict[str, tuple[str, dict | None]], log: Path) -> None:
+    """A gateway config holding only hashes: keys = id → (plain key, limits or None)."""
+    lines = [f"upstream: {upstream}", "validation: {max_tokens: 512, max_prompt_tokens: 1800}", "keys:"]
+    for kid, (key, limits) in keys.items():
+        lines.append(f"  - id: {kid}")
+        lines.append(f"    hash: {hash_key(key)}")
+        if limits:
+            lines.append(f"    limits: {json.dumps(limits)}")
+    lines.append(f"log: {{path: {log}}}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+@contextlib.contextmanager
+def gateway_process(config: Path, upstream: str, folder: Path) -> Iterator[GatewayProc]:
+    from server.launcher import find_free_port
+    from vlab.commands.gateway import start_gateway, stop_process_group, wait_gateway_healthy
+
+    port = find_free_port()
+    proc = start_gateway(config, upstream, port, log_path=folder / f"{config.stem}.stderr")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_gateway_healthy(proc, url)
+        yield GatewayProc(proc, url, psutil.Process(proc.pid))
+    finally:
+        stop_process_group(proc)
+
+
+def write_scenario(path: Path, name: str, *, endpoint: str, stage: str, warmup_s: float, prompt: int, output: int,
+                   key_env: str | None, spawn_rate: float = 64) -> Path:  # fmt: skip
+    key = f", api_key_env: {key_env}" if key_env else ""
+    path.write_text(
+        f"name: {name}\n"
+        f"api: {{endpoint: {endpoint}, metrics_interval_s: 0, read_timeout_s: 120{key}}}\n"
+        f"load: {{stages: [{stage}], spawn_rate: {spawn_rate}, warmup_s: {warmup_s}}}\n"
+        f"data: {{prompt_tokens: {prompt}, output_tokens: {output}, ignore_eos: true}}\n"
+        f"slo: {{ttft_ms: {SLO['ttft_ms']:g}, itl_ms: {SLO['itl_ms']:g}}}\n"
+    )
+    return path
+
+
+def sweep_cmd(scenario: Path, host: str, run_dir: Path) -> list[str]:
+    return [sys.executable, "-m", "vlab", "sweep", str(scenario), "--host", host, "--run-dir", str(run_dir),
+            "--no-report"]  # fmt: skip
+
+
+def run_sweeps(jobs: list[tuple[Path, str, Path, dict[str, str]]], log: Path) -> None:
+    """Run `vlab sweep` for each (scenario, host, run_dir, env) at the same time; wait for all."""
+    procs = []
+    with open(log, "ab") as out:
+        for scenario, host, run_dir, env in jobs:
+            procs.append(
+                subprocess.Popen(
+                    sweep_cmd(scenario, host, run_dir),
+                    cwd=REPO_ROOT,
+                    stdout=out,
+                    stderr=out,
+                    env={**os.environ, **env},
+                    start_new_session=True,
+                )
+            )
+        try:
+            for p in procs:
+                p.wait()
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    os.killpg(p.pid, 15)
+                    p.wait()
+    for (_, _, run_dir, _), p in zip(jobs, procs, strict=True):
+        if not (run_dir / "requests.csv").exists():
+            raise UserError(f"sweep into {run_dir} recorded nothing (exit {p.returncode}); see {log}")
+
+
+def vllm_finished(upstream: str) -> float:
+    """vLLM's count of finished requests (`vllm:request_success_total`, all label sets); NaN if unavailable. The
+    difference over a sweep minus the sweep's own requests is traffic from other clients of a shared server."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{upstream}/metrics", timeout=5) as resp:
+            text = resp.read().decode("utf-8", "replace")
+    except OSError:
+        return math.nan
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("vllm:request_success_total"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+# ------------------------------------------------------------------------------------------------ analysis
+@dataclass
+class Run:
+    requests: pd.DataFrame
+    tokens: pd.DataFrame
+    start_s: float
+    end_s: float
+    warmup_s: float
+
+    @classmethod
+    def load(cls, run_dir: Path, warmup_s: float) -> Run:
+        req = pd.read_csv(run_dir / "requests.csv", keep_default_na=False, na_values=[""])
+        tok = pd.read_csv(run_dir / "tokens.csv")
+        levels = pd.read_csv(run_dir / "levels.csv")
+        start = float(levels.start_s.min())
+        end = float(levels.end_s.max()) if levels.end_s.notna().all() else float(req.t_start_s.max())
+        return cls(req, tok, start, end, warmup_s)
+
+    @property
+    def window(self) -> tuple[float, float]:
+        return self.start_s + self.warmup_s, self.end_s
+
+    def measured(self) -> pd.DataFrame:
+        """Requests sent inside the window that are not cut off by the run's end."""
+        lo, hi = self.window
+        r = self.requests
+        return r[(r.t_start_s >= lo) & (r.t_start_s <= hi) & (r.error_kind != "cut_off")]
+
+    def gaps_ms(self, ids: pd.Series) -> np.ndarray:
+        t = self.tokens[self.tokens.request_id.isin(set(ids))].sort_values(["request_id", "i"])
+        gaps = t.groupby("request_id").t_ms.diff().dropna()
+        return gaps.to_numpy()
+
+    def output_tok_per_s(self) -> float:
+        """Token events arriving inside the window ÷ the window's length."""
+        lo, hi = self.window
+        starts = self.requests.set_index("request_id").t_start_s
+        arrivals = self.tokens.request_id.map(starts) + self.tokens.t_ms / 1000.0
+        return float(((arrivals >= lo) & (arrivals <= hi)).sum()) / (hi - lo)
+
+
+def _pct(values: Any, q: float) -> float:
+    arr = np.asarray(values, dtype=float)
+    arr = arr[np.isfinite(arr)]
+    return float(np.percentile(arr, q)) if arr.size else math.nan
+
+
+def level_numbers(run: Run) -> dict[str, float]:
+    m = run.measured()
+    ok = m[m.ok == 1]
+    gaps = run.gaps_ms(ok.request_id)
+    meets = (ok.ttft_ms <= SLO["ttft_ms"]) & (ok.itl_mean_ms <= SLO["itl_ms"])
+    return {
+        "n_measured": len(ok),
+        "n_failed": int((m.ok == 0).sum()),
+        "ttft_p50_ms": _pct(ok.ttft_ms, 50),
+        "ttft_p99_ms": _pct(ok.ttft_ms, 99),
+        "itl_p50_ms": _pct(gaps, 50),
+        "itl_p99_ms": _pct(gaps, 99),
+        "output_tok_per_s": run.output_tok_per_s(),
+        "slo_fraction": float(meets.mean()) if len(ok) else math.nan,
+    }
+
+
+# --------------------------------------------------------------------------------------------------- parts
+def part_passthrough(folder: Path, keys: dict[str, str]) -> dict[str, Any]:
+    """The fake SSE server direct and through the gateway: gap error against the server's true send gaps."""
+    import urllib.request
+
+    from vlab.testing.fakeserver import fake_sse_server
+
+    out: dict[str, Any] = {}
+    part = folder / "passthrough"
+    part.mkdir()
+    key_env = "VLAB_GW_KEY_PASS"
+    stage = f"{{users: {PASS_USERS}, duration: {PASS_DURATION_S:g}s}}"
+    for path in ("direct", "gateway"):
+        with fake_sse_server(part, "--interval-ms", f"{PASS_INTERVAL_MS:g}") as fake_url:
+            scenario = write_scenario(part / f"{path}.yaml", f"gw-pass-{path}", endpoint="completions", stage=stage,
+                                      warmup_s=3, prompt=16, output=PASS_TOKENS,
+                                      key_env=key_env if path == "gateway" else None)  # fmt: skip
+            run_dir = part / path
+            cpu = math.nan
+            if path == "direct":
+                run_sweeps([(scenario, fake_url, run_dir, {})], part / "sweeps.log")
+            else:
+                config = part / "gateway-pass.yaml"
+                write_gateway_config(config, fake_url, {"pass": (keys["pass"], None)}, part / "gateway-pass.jsonl")
+                with gateway_process(config, fake_url, part) as gw:
+                    c0 = gw.cpu_s()
+                    run_sweeps([(scenario, gw.url, run_dir, {key_env: keys["pass"]})], part / "sweeps.log")
+                    cpu = gw.cpu_s() - c0
+            with urllib.request.urlopen(fake_url + "/events", timeout=30) as resp:
+                sent = {r["rid"]: r["token_ns"] for r in json.load(resp)["requests"]}
+        run = Run.load(run_dir, 3.0)
+        errors = []
+        for rid_row in run.measured().itertuples():
+            if rid_row.ok != 1 or rid_row.prompt_tokens not in sent:
+                continue
+            client = run.tokens[run.tokens.request_id == rid_row.request_id].sort_values("i").t_ms.to_numpy()
+            server = np.asarray(sent[rid_row.prompt_tokens], dtype=np.int64)
+            if len(client) != len(server):
+                continue
+            errors.append(np.diff(client) - np.diff(server) / 1e6)
+        err = np.concatenate(errors) if errors else np.array([])
+        events = int(run.requests.n_events.sum())
+        out[path] = {
+            "requests_matched": len(errors),
+            "gaps": int(err.size),
+            "gap_error_abs_p50_ms": _pct(np.abs(err), 50),
+            "gap_error_abs_p99_ms": _pct(np.abs(err), 99),
+            "gap_error_abs_p999_ms": _pct(np.abs(err), 99.9),
+            "gap_error_abs_max_ms": float(np.abs(err).max()) if err.size else math.nan,
+            "gaps_over_half_interval": int((np.abs(err) >= PASS_INTERVAL_MS / 2).sum()),
+            "gateway_cpu_s": cpu,
+            "gateway_cpu_us_per_event": cpu / events * 1e6 if events and math.isfinite(cpu) else math.nan,
+        }
+    d, g = out["direct"], out["gateway"]
+    out["added_p50_ms"] = g["gap_error_abs_p50_ms"] - d["gap_error_abs_p50_ms"]
+    out["added_p99_ms"] = g["gap_error_abs_p99_ms"] - d["gap_error_abs_p99_ms"]
+    out["within_1ms"] = bool(out["added_p99_ms"] <= 1.0)
+    return out
+
+
+def part_overhead(folder: Path, upstream: str, keys: dict[str, str], rounds: int, levels: list[int]) -> dict:
+    part = folder / "overhead"
+    part.mkdir()
+    key_env = "VLAB_GW_KEY_OVERHEAD"
+    config = part / "gateway-overhead.yaml"
+    write_gateway_config(config, upstream, {"bench": (keys["bench"], None)}, part / "gateway-overhead.jsonl")
+    results: dict[int, dict[str, list[dict]]] = {u: {"direct": [], "gateway": []} for u in levels}
+    with gateway_process(config, upstream, part) as gw:
+        for rnd in range(rounds):
+            for users in levels:
+                duration, warmup = LEVELS[users]
+                order = ("direct", "gateway") if rnd % 2 == 0 else ("gateway", "direct")
+                for path in order:
+                    name = f"gw-overhead-{users}u-{path}-r{rnd + 1}"
+                    scenario = write_scenario(part / f"{name}.yaml", name, endpoint="chat",
+                                              stage=f"{{users: {users}, duration: {duration:g}s}}", warmup_s=warmup,
+                                              prompt=PROMPT_TOKENS, output=OUTPUT_TOKENS,
+                                              key_env=key_env if path == "gateway" else None)  # fmt: skip
+                    run_dir = part / name
+                    host, env = (gw.url, {key_env: keys["bench"]}) if path == "gateway" else (upstream, {})
+                    print(f"[overhead] {users:>2} users, {path:<7} round {rnd + 1}", flush=True)
+                    c0, w0, f0 = gw.cpu_s(), time.monotonic(), vllm_finished(upstream)
+                    run_sweeps([(scenario, host, run_dir, env)], part / "sweeps.log")
+                    cpu, wall = gw.cpu_s() - c0, time.monotonic() - w0
+                    run = Run.load(run_dir, warmup)
+                    nums = level_numbers(run)
+                    ours = int((run.requests.error_kind != "cut_off").sum())
+                    nums["foreign_requests"] = vllm_finished(upstream) - f0 - ours
+                    if path == "gateway":
+                        events = int(run.requests.n_events.sum())
+                        nums["gateway_cpu_ms_per_token"] = cpu / events * 1000 if events else math.nan
+                        nums["gateway_cpu_core_fraction"] = cpu / wall
+                    results[users][path].append(nums)
+    table = []
+    for users in levels:
+        d = _median_dicts(results[users]["direct"])
+        g = _median_dicts(results[users]["gateway"])
+        table.append({
+            "users": users, "direct": d, "gateway": g,
+            "ttft_p50_added_ms": g["ttft_p50_ms"] - d["ttft_p50_ms"],
+            "ttft_p99_added_ms": g["ttft_p99_ms"] - d["ttft_p99_ms"],
+            "itl_p99_added_ms": g["itl_p99_ms"] - d["itl_p99_ms"],
+            "tok_s_lost_fraction": (d["output_tok_per_s"] - g["output_tok_per_s"]) / d["output_tok_per_s"],
+            "gateway_cpu_ms_per_token": g.get("gateway_cpu_ms_per_token", math.nan),
+            "gateway_cpu_core_fraction": g.get("gateway_cpu_core_fraction", math.nan),
+            "foreign_requests": [r.get("foreign_requests") for p in ("direct", "gateway") for r in results[users][p]],
+        })  # fmt: skip
+    admit = _gateway_log_ms(part / "gateway-overhead.jsonl", "admit_ms")
+    return {"rounds": rounds, "levels": table, "gateway_admit_ms_p50": _pct(admit, 50),
+            "gateway_admit_ms_p99": _pct(admit, 99), "raw": results}  # fmt: skip
+
+
+def part_fairness(folder: Path, upstream: str, keys: dict[str, str]) -> dict[str, Any]:
+    part = folder / "fairness"
+    part.mkdir()
+    out: dict[str, Any] = {}
+    env = {"VLAB_GW_KEY_POLITE": keys["polite"], "VLAB_GW_KEY_GREEDY": keys["greedy"]}
+    for phase, greedy_limits in (("greedy-unlimited", None), ("greedy-limited", GREEDY_LIMITS)):
+        config = part / f"gateway-{phase}.yaml"
+        log = part / f"gateway-{phase}.jsonl"
+        write_gateway_config(config, upstream, {"polite": (keys["polite"], None), "greedy": (keys["greedy"],
+                             greedy_limits)}, log)  # fmt: skip
+        polite = write_scenario(part / f"polite-{phase}.yaml", f"gw-fair-polite-{phase}", endpoint="chat",
+                                stage=f"{{users: 1, duration: {FAIR_DURATION_S:g}s}}", warmup_s=FAIR_WARMUP_S,
+                                prompt=PROMPT_TOKENS, output=OUTPUT_TOKENS, key_env="VLAB_GW_KEY_POLITE")  # fmt: skip
+        greedy = write_scenario(part / f"greedy-{phase}.yaml", f"gw-fair-greedy-{phase}", endpoint="chat",
+                                stage=f"{{rate: {GREEDY_RATE:g}, duration: {FAIR_DURATION_S:g}s}}",
+                                warmup_s=FAIR_WARMUP_S, prompt=PROMPT_TOKENS, output=OUTPUT_TOKENS,
+                                key_env="VLAB_GW_KEY_GREEDY")  # fmt: skip
+        print(f"[fairness] {phase}: greedy {GREEDY_RATE:g} req/s offered, polite 1 user", flush=True)
+        f0 = vllm_finished(upstream)
+        with gateway_process(config, upstream, part) as gw:
+            jobs = [(polite, gw.url, part / f"polite-{phase}", env), (greedy, gw.url, part / f"greedy-{phase}", env)]
+            run_sweeps(jobs, part / "sweeps.log")
+        p_run = Run.load(part / f"polite-{phase}", FAIR_WARMUP_S)
+        g_run = Run.load(part / f"greedy-{phase}", FAIR_WARMUP_S)
+        gm = g_run.measured()
+        ours = sum(int((r.requests.status == 200).sum()) for r in (p_run, g_run))
+        foreign = vllm_finished(upstream) - f0 - ours
+        rejections: dict[str, int] = {}
+        for line in log.read_text().splitlines():
+            rec = json.loads(line)
+            if rec.get("status") == 429:
+                rejections[rec["reason"]] = rejections.get(rec["reason"], 0) + 1
+        out[phase] = {
+            "greedy_limits": greedy_limits,
+            "polite": level_numbers(p_run),
+            "greedy": {
+                **level_numbers(g_run),
+                "sent": len(gm),
+                "status_200": int((gm.status == 200).sum()),
+                "status_429": int((gm.status == 429).sum()),
+                "suite_error_rate_today": float((gm.ok == 0).mean()) if len(gm) else math.nan,
+                "server_error_rate_429_excluded": float(((gm.ok == 0) & (gm.status != 429)).mean())
+                if len(gm)
+                else math.nan,
+                "error_kind_of_429": sorted(set(gm[gm.status == 429].error_kind)),
+            },
+            "gateway_429_reasons": rejections,
+            "foreign_requests": foreign,
+        }
+    return out
+
+
+def _median_dicts(rows: list[dict[str, float]]) -> dict[str, float]:
+    return {k: float(np.nanmedian([r[k] for r in rows])) for k in rows[0]} if rows else {}
+
+
+def _gateway_log_ms(path: Path, field: str) -> list[float]:
+    values = []
+    for line in path.read_text().splitlines():
+        rec = json.loads(line)
+        if rec.get("event") == "request" and rec.get(field) is not None and rec.get("status") == 200:
+            values.append(float(rec[field]))
+    return values
+
+
+# ---------------------------------------------------------------------------------------------------- output
+def _f(v: Any, spec: str = ".1f") -> str:
+    return "—" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, spec)
+
+
+def format_summary(s: dict[str, Any]) -> list[str]:
+    lines = [f"# Gateway experiment, {s['date']} ({s['machine']})", ""]
+    if "passthrough" in s:
+        p = s["passthrough"]
+        lines += [
+            f"## Pass-through on the fake SSE server ({PASS_USERS} streams × {PASS_TOKENS} tokens, "
+            f"{PASS_INTERVAL_MS:g} ms apart): |client gap − server send gap|, ms",
+            "",
+            "| path | gaps | p50 | p99 | p99.9 | max | gaps off by ≥ ½ interval | gateway CPU per event |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for path in ("direct", "gateway"):
+            r = p[path]
+            lines.append(
+                f"| {path} | {r['gaps']:,} | {_f(r['gap_error_abs_p50_ms'], '.3f')} | "
+                f"{_f(r['gap_error_abs_p99_ms'], '.3f')} | {_f(r['gap_error_abs_p999_ms'], '.3f')} | "
+                f"{_f(r['gap_error_abs_max_ms'], '.2f')} | {r['gaps_over_half_interval']} | "
+                f"{_f(r['gateway_cpu_us_per_event'], '.0f')} µs |"
+            )
+        lines += ["", f"Added by the gateway: p50 {_f(p['added_p50_ms'], '.3f')} ms, p99 "
+                  f"{_f(p['added_p99_ms'], '.3f')} ms (within 1 ms: {p['within_1ms']}).", ""]  # fmt: skip
+    if "overhead" in s:
+        o = s["overhead"]
+        lines += [
+            f"## Overhead against vLLM direct (chat, {PROMPT_TOKENS}-token prompts, {OUTPUT_TOKENS} output tokens; "
+            f"median of {o['rounds']} round(s))",
+            "",
+            "| users | measured (direct / gw) | TTFT p50 direct → gw | TTFT p99 direct → gw | TTFT p50 / p99 added "
+            "| ITL p99 direct → gw (added) | tok/s direct → gw (lost) | gateway CPU per token | gateway CPU "
+            "| other clients' requests |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in o["levels"]:
+            d, g = r["direct"], r["gateway"]
+            lines.append(
+                f"| {r['users']} | {d['n_measured']:.0f} / {g['n_measured']:.0f} | {_f(d['ttft_p50_ms'], '.0f')} → "
+                f"{_f(g['ttft_p50_ms'], '.0f')} | {_f(d['ttft_p99_ms'], '.0f')} → {_f(g['ttft_p99_ms'], '.0f')} | "
+                f"{_f(r['ttft_p50_added_ms'], '+.0f')} / {_f(r['ttft_p99_added_ms'], '+.0f')} ms | "
+                f"{_f(d['itl_p99_ms'], '.1f')} → {_f(g['itl_p99_ms'], '.1f')} ({_f(r['itl_p99_added_ms'], '+.1f')}) | "
+                f"{_f(d['output_tok_per_s'], '.0f')} → {_f(g['output_tok_per_s'], '.0f')} "
+                f"({_f(100 * r['tok_s_lost_fraction'], '+.1f')}%) | {_f(r['gateway_cpu_ms_per_token'], '.3f')} ms | "
+                f"{_f(100 * r['gateway_cpu_core_fraction'], '.1f')}% of a core | "
+                f"{', '.join(_f(x, '.0f') for x in r['foreign_requests'])} |"
+            )
+        lines += [
+            "",
+            f"Gateway's own time before the upstream send (admit_ms, 200s): p50 "
+            f"{_f(o['gateway_admit_ms_p50'], '.2f')} ms, p99 {_f(o['gateway_admit_ms_p99'], '.2f')} ms.",
+            "",
+        ]
+    if "fairness" in s:
+        lines += [
+            f"## Fairness: greedy key {GREEDY_RATE:g} req/s offered (open loop), polite key 1 user; SLO TTFT ≤ "
+            f"{SLO['ttft_ms']:g} ms, mean ITL ≤ {SLO['itl_ms']:g} ms",
+            "",
+            "| phase | polite: requests, meeting SLO, TTFT p50 / p99 | greedy: sent, 200, 429 | greedy served tok/s "
+            "| suite error rate today / 429s excluded | 429 reasons | other clients' requests |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for phase, r in s["fairness"].items():
+            p, g = r["polite"], r["greedy"]
+            lines.append(
+                f"| {phase} | {p['n_measured']}, {_f(100 * p['slo_fraction'], '.0f')}%, "
+                f"{_f(p['ttft_p50_ms'], '.0f')} / {_f(p['ttft_p99_ms'], '.0f')} ms | {g['sent']}, {g['status_200']}, "
+                f"{g['status_429']} | {_f(g['output_tok_per_s'], '.0f')} | "
+                f"{_f(100 * g['suite_error_rate_today'], '.0f')}% / "
+                f"{_f(100 * g['server_error_rate_429_excluded'], '.0f')}% | "
+                f"{r['gateway_429_reasons'] or '—'} | {_f(r['foreign_requests'], '.0f')} |"
+            )
+        lines.append("")
+    lines.append(f"Keys found on disk: {s['keys_on_disk'] or 'none'}.")
+    return lines
+
+
+def keys_on_disk(folder: Path, keys: dict[str, str]) -> list[str]:
+    found = []
+    for path in folder.rglob("*"):
+        if path.is_file():
+            text = path.read_bytes()
+            found += [f"{kid} in {path.relative_to(folder)}" for kid, key in keys.items() if key.encode() in text]
+    return found
+
+
+def _json_safe(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if hasattr(obj, "item"):
+        return _json_safe(obj.item())
+    return obj
+
+
+def run(upstream: str, parts: list[str], rounds: int, levels: list[int], out: Path | None) -> Path:
+    from server.launcher import http_get
+    from vlab.core.runfolder import new_run_dir
+
+    folder = out or new_run_dir("gateway-experiment", REPORTS_DIR)
+    folder.mkdir(parents=True, exist_ok=True)
+    if any(p != "passthrough" for p in parts) and http_get(f"{upstream}/health")[0] != 200:
+        raise UserError(f"upstream {upstream}: GET /health is not 200; start vLLM or pass --upstream/--profile")
+    keys = {name: generate_key() for name in ("pass", "bench", "polite", "greedy")}
+    summary: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d"), "machine": f"{os.cpu_count()} vCPU, shared", "upstream": upstream,
+        "load_average_start": os.getloadavg(),
+    }  # fmt: skip
+    print(f"gateway experiment: {', '.join(parts)}; folder {folder}", flush=True)
+    if "passthrough" in parts:
+        print("[passthrough] fake SSE server, direct then through the gateway", flush=True)
+        summary["passthrough"] = part_passthrough(folder, keys)
+    if "overhead" in parts:
+        summary["overhead"] = part_overhead(folder, upstream, keys, rounds, levels)
+    if "fairness" in parts:
+        summary["fairness"] = part_fairness(folder, upstream, keys)
+    summary["load_average_end"] = os.getloadavg()
+    summary["keys_on_disk"] = keys_on_disk(folder, keys)
+    (folder / "summary.json").write_text(json.dumps(_json_safe(summary), indent=2) + "\n")
+    lines = format_summary(summary)
+    (folder / "summary.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines), flush=True)
+    return folder
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gateway.experiment", description=__doc__.splitlines()[0])
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--upstream", help=f"vLLM base URL (default {DEFAULT_UPSTREAM}).")
+    where.add_argument("--profile", help="Start vLLM from this profile for the run instead.")
+    parser.add_argument("--parts", default=",".join(PARTS), help=f"Comma-separated, from: {', '.join(PARTS)}.")
+    parser.add_argument("--rounds", type=int, default=1, help="Overhead: rounds of direct/gateway per level.")
+    parser.add_argument("--levels", default=",".join(str(u) for u in LEVELS), help="Overhead: user levels.")
+    parser.add_argument("--out", type=Path, help="Experiment folder (default reports/<time>-gateway-experiment).")
+    args = parser.parse_args(argv)
+    try:
+        parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+        if not parts or any(p not in PARTS for p in parts):
+            raise UserError(f"--parts: expected some of {', '.join(PARTS)}", exit_code=2)
+        try:
+            levels = [int(u) for u in args.levels.split(",")]
+        except ValueError:
+            raise UserError("--levels: expected comma-separated user counts", exit_code=2) from None
+        if any(u not in LEVELS for u in levels):
+            raise UserError(f"--levels: each of {', '.join(map(str, LEVELS))}", exit_code=2)
+        if args.profile:
+            from server.launcher import find_free_port, start_server
+            from server.profile import load_profile
+
+            with start_server(load_profile(args.profile), port=find_free_port()) as server:
+                run(server.base_url, parts, args.rounds, levels, args.out)
+        else:
+            from gateway.config import check_upstream_url
+
+            try:
+                upstream = check_upstream_url(args.upstream or DEFAULT_UPSTREAM)
+            except ValueError as exc:
+                raise UserError(f"--upstream: {exc}", exit_code=2) from None
+            run(upstream, parts, args.rounds, levels, args.out)
+    except UserError as exc:
+        print(f"gateway.experiment: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("gateway.experiment: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
