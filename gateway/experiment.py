@@ -33,6 +33,7 @@ import contextlib
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -50,9 +51,10 @@ from vlab.core.errors import UserError
 from vlab.core.paths import REPO_ROOT, REPORTS_DIR
 
 DEFAULT_UPSTREAM = "http://127.0.0.1:8100"
-LEVELS: dict[int, tuple[float, float]] = {1: (50.0, 3.0), 4: (24.0, 3.0), 16: (20.0, 4.0), 64: (40.0, 12.0)}
-"""Users → (stage duration, warm-up) seconds: ≥ 30 measured requests per level on the 2-core CPU server (at 64
-users the first wave's TTFT is several seconds: a longer warm-up keeps it out)."""
+LEVELS: dict[int, tuple[float, float]] = {1: (45.0, 3.0), 4: (24.0, 3.0), 16: (24.0, 4.0), 64: (45.0, 12.0)}
+"""Users → (stage duration, warm-up) seconds, picked for ≥ 30 measured requests per path and level on the 2-core
+CPU server (at 64 users the first wave's TTFT is seconds: a longer warm-up keeps it out). Paired mode runs
+max(1, users // 2) users on each path at once: 1 + 1, 2 + 2, 8 + 8, 32 + 32."""
 PROMPT_TOKENS, OUTPUT_TOKENS = 64, 32
 SLO = {"ttft_ms": 1000.0, "itl_ms": 100.0}
 FAIR_DURATION_S, FAIR_WARMUP_S, POLITE_USERS = 60.0, 10.0, 2
@@ -200,6 +202,8 @@ class Run:
     start_s: float
     end_s: float
     warmup_s: float
+    override: tuple[float, float] | None = None
+    """A window set from outside (runs that ran at the same time share one)."""
 
     @classmethod
     def load(cls, run_dir: Path, warmup_s: float) -> Run:
@@ -212,7 +216,7 @@ class Run:
 
     @property
     def window(self) -> tuple[float, float]:
-        return self.start_s + self.warmup_s, self.end_s
+        return self.override or (self.start_s + self.warmup_s, self.end_s)
 
     def measured(self) -> pd.DataFrame:
         """Requests sent inside the window that are not cut off by the run's end."""
@@ -261,7 +265,8 @@ def level_numbers(run: Run) -> dict[str, float]:
 
 # --------------------------------------------------------------------------------------------------- parts
 def part_passthrough(folder: Path, keys: dict[str, str]) -> dict[str, Any]:
-    """The fake SSE server direct and through the gateway: gap error against the server's true send gaps."""
+    """The fake SSE server, direct and through the gateway at the same time (same machine load for both): gap error
+    against the server's true send gaps."""
     import urllib.request
 
     from vlab.testing.fakeserver import fake_sse_server
@@ -271,52 +276,139 @@ def part_passthrough(folder: Path, keys: dict[str, str]) -> dict[str, Any]:
     part.mkdir()
     key_env = "VLAB_GW_KEY_PASS"
     stage = f"{{users: {PASS_USERS}, duration: {PASS_DURATION_S:g}s}}"
-    for path in ("direct", "gateway"):
-        with fake_sse_server(part, "--interval-ms", f"{PASS_INTERVAL_MS:g}") as fake_url:
-            scenario = write_scenario(part / f"{path}.yaml", f"gw-pass-{path}", endpoint="completions", stage=stage,
-                                      warmup_s=3, prompt=16, output=PASS_TOKENS,
-                                      key_env=key_env if path == "gateway" else None)  # fmt: skip
-            run_dir = part / path
-            cpu = math.nan
-            if path == "direct":
-                run_sweeps([(scenario, fake_url, run_dir, {})], part / "sweeps.log")
-            else:
-                config = part / "gateway-pass.yaml"
-                write_gateway_config(config, fake_url, {"pass": (keys["pass"], None)}, part / "gateway-pass.jsonl")
-                with gateway_process(config, fake_url, part) as gw:
-                    c0 = gw.cpu_s()
-                    run_sweeps([(scenario, gw.url, run_dir, {key_env: keys["pass"]})], part / "sweeps.log")
-                    cpu = gw.cpu_s() - c0
-            with urllib.request.urlopen(fake_url + "/events", timeout=30) as resp:
-                sent = {r["rid"]: r["token_ns"] for r in json.load(resp)["requests"]}
-        run = Run.load(run_dir, 3.0)
+    scenarios = {
+        path: write_scenario(
+            part / f"{path}.yaml",
+            f"gw-pass-{path}",
+            endpoint="completions",
+            stage=stage,
+            warmup_s=3,
+            prompt=16,
+            output=PASS_TOKENS,
+            key_env=key_env if path == "gateway" else None,
+        )
+        for path in ("direct", "gateway")
+    }
+    with fake_sse_server(part, "--interval-ms", f"{PASS_INTERVAL_MS:g}") as fake_url:
+        config = part / "gateway-pass.yaml"
+        write_gateway_config(config, fake_url, {"pass": (keys["pass"], None)}, part / "gateway-pass.jsonl")
+        with gateway_process(config, fake_url, part) as gw:
+            c0 = gw.cpu_s()
+            run_sweeps([(scenarios["direct"], fake_url, part / "direct", {}),
+                        (scenarios["gateway"], gw.url, part / "gateway", {key_env: keys["pass"]})],
+                       part / "sweeps.log")  # fmt: skip
+            cpu = gw.cpu_s() - c0
+        with urllib.request.urlopen(fake_url + "/events", timeout=30) as resp:
+            sent = {r["rid"]: r["token_ns"] for r in json.load(resp)["requests"]}
+    runs = {path: Run.load(part / path, 3.0) for path in ("direct", "gateway")}
+    window = overlap(runs.values())
+    for path, run in runs.items():
+        run.override = window
         errors = []
-        for rid_row in run.measured().itertuples():
-            if rid_row.ok != 1 or rid_row.prompt_tokens not in sent:
+        for row in run.measured().itertuples():
+            if row.ok != 1 or row.prompt_tokens not in sent:
                 continue
-            client = run.tokens[run.tokens.request_id == rid_row.request_id].sort_values("i").t_ms.to_numpy()
-            server = np.asarray(sent[rid_row.prompt_tokens], dtype=np.int64)
+            client = run.tokens[run.tokens.request_id == row.request_id].sort_values("i").t_ms.to_numpy()
+            server = np.asarray(sent[row.prompt_tokens], dtype=np.int64)
             if len(client) != len(server):
                 continue
             errors.append(np.diff(client) - np.diff(server) / 1e6)
-        err = np.concatenate(errors) if errors else np.array([])
+        err = np.abs(np.concatenate(errors)) if errors else np.array([])
         events = int(run.requests.n_events.sum())
         out[path] = {
             "requests_matched": len(errors),
             "gaps": int(err.size),
-            "gap_error_abs_p50_ms": _pct(np.abs(err), 50),
-            "gap_error_abs_p99_ms": _pct(np.abs(err), 99),
-            "gap_error_abs_p999_ms": _pct(np.abs(err), 99.9),
-            "gap_error_abs_max_ms": float(np.abs(err).max()) if err.size else math.nan,
-            "gaps_over_half_interval": int((np.abs(err) >= PASS_INTERVAL_MS / 2).sum()),
-            "gateway_cpu_s": cpu,
-            "gateway_cpu_us_per_event": cpu / events * 1e6 if events and math.isfinite(cpu) else math.nan,
+            "gap_error_abs_p50_ms": _pct(err, 50),
+            "gap_error_abs_p99_ms": _pct(err, 99),
+            "gap_error_abs_p999_ms": _pct(err, 99.9),
+            "gap_error_abs_max_ms": float(err.max()) if err.size else math.nan,
+            "gaps_over_half_interval": int((err >= PASS_INTERVAL_MS / 2).sum()),
+            "gateway_cpu_us_per_event": cpu / events * 1e6 if path == "gateway" and events else math.nan,
         }
     d, g = out["direct"], out["gateway"]
     out["added_p50_ms"] = g["gap_error_abs_p50_ms"] - d["gap_error_abs_p50_ms"]
     out["added_p99_ms"] = g["gap_error_abs_p99_ms"] - d["gap_error_abs_p99_ms"]
     out["within_1ms"] = bool(out["added_p99_ms"] <= 1.0)
     return out
+
+
+def overlap(runs: Any) -> tuple[float, float]:
+    """The measured window common to runs that ran at the same time: latest start + warm-up to earliest end."""
+    runs = list(runs)
+    return max(r.start_s + r.warmup_s for r in runs), min(r.end_s for r in runs)
+
+
+def part_paired(folder: Path, upstream: str, keys: dict[str, str], rounds: int, levels: list[int]) -> dict:
+    """Overhead, paired: at each level half the users go direct and half through the gateway, at the same time, so
+    both paths share vLLM's batches and the machine's load; the differences are the relay's."""
+    part = folder / "overhead"
+    part.mkdir()
+    key_env = "VLAB_GW_KEY_OVERHEAD"
+    config = part / "gateway-overhead.yaml"
+    write_gateway_config(config, upstream, {"bench": (keys["bench"], None)}, part / "gateway-overhead.jsonl")
+    results: dict[int, list[dict]] = {u: [] for u in levels}
+    with gateway_process(config, upstream, part) as gw:
+        for rnd in range(rounds):
+            for total in levels:
+                per_path = max(1, total // 2)
+                duration, warmup = LEVELS[total]
+                jobs, dirs = [], {}
+                for path in ("direct", "gateway"):
+                    name = f"gw-paired-{total}u-{path}-r{rnd + 1}"
+                    scenario = write_scenario(part / f"{name}.yaml", name, endpoint="chat",
+                                              stage=f"{{users: {per_path}, duration: {duration:g}s}}",
+                                              warmup_s=warmup, prompt=PROMPT_TOKENS, output=OUTPUT_TOKENS,
+                                              key_env=key_env if path == "gateway" else None)  # fmt: skip
+                    host, env = (gw.url, {key_env: keys["bench"]}) if path == "gateway" else (upstream, {})
+                    dirs[path] = part / name
+                    jobs.append((scenario, host, dirs[path], env))
+                c0, w0, v0 = gw.cpu_s(), time.monotonic(), vllm_counters(upstream)
+                run_sweeps(jobs, part / "sweeps.log")
+                cpu, wall = gw.cpu_s() - c0, time.monotonic() - w0
+                runs = {path: Run.load(d, warmup) for path, d in dirs.items()}
+                window = overlap(runs.values())
+                row: dict[str, Any] = {}
+                for path, run in runs.items():
+                    run.override = window
+                    row[path] = level_numbers(run)
+                ours = sum(int((r.requests.ok == 1).sum()) for r in runs.values())
+                row["server"] = server_side(v0, vllm_counters(upstream), ours)
+                events = int(runs["gateway"].requests.n_events.sum())
+                row["gateway_cpu_ms_per_token"] = cpu / events * 1000 if events else math.nan
+                row["gateway_cpu_core_fraction"] = cpu / wall
+                d, g = row["direct"], row["gateway"]
+                print(f"[overhead] {per_path} + {per_path} users, round {rnd + 1}: TTFT p50 {d['ttft_p50_ms']:.0f} → "
+                      f"{g['ttft_p50_ms']:.0f} ms, {d['output_tok_per_s']:.0f} → {g['output_tok_per_s']:.0f} tok/s, "
+                      f"other clients' requests {row['server']['foreign_requests']:.0f}", flush=True)  # fmt: skip
+                results[total].append(row)
+    table = []
+    for total in levels:
+        rows = results[total]
+        d = _median_dicts([r["direct"] for r in rows])
+        g = _median_dicts([r["gateway"] for r in rows])
+        table.append({
+            "users": total, "users_per_path": max(1, total // 2), "direct": d, "gateway": g,
+            "ttft_p50_added_ms": _median([r["gateway"]["ttft_p50_ms"] - r["direct"]["ttft_p50_ms"] for r in rows]),
+            "ttft_p99_added_ms": _median([r["gateway"]["ttft_p99_ms"] - r["direct"]["ttft_p99_ms"] for r in rows]),
+            "itl_p50_added_ms": _median([r["gateway"]["itl_p50_ms"] - r["direct"]["itl_p50_ms"] for r in rows]),
+            "itl_p99_added_ms": _median([r["gateway"]["itl_p99_ms"] - r["direct"]["itl_p99_ms"] for r in rows]),
+            "tok_s_lost_fraction": _median([
+                (r["direct"]["output_tok_per_s"] - r["gateway"]["output_tok_per_s"]) / r["direct"]["output_tok_per_s"]
+                for r in rows
+            ]),
+            "gateway_cpu_ms_per_token": _median([r["gateway_cpu_ms_per_token"] for r in rows]),
+            "gateway_cpu_core_fraction": _median([r["gateway_cpu_core_fraction"] for r in rows]),
+            "foreign_requests": [r["server"]["foreign_requests"] for r in rows],
+            "load_average": [r["server"]["load_average"] for r in rows],
+        })  # fmt: skip
+    admit = _gateway_log_ms(part / "gateway-overhead.jsonl", "admit_ms")
+    return {"mode": "paired", "rounds": rounds, "levels": table, "gateway_admit_ms_p50": _pct(admit, 50),
+            "gateway_admit_ms_p99": _pct(admit, 99), "raw": results}  # fmt: skip
+
+
+def _median(values: list[float]) -> float:
+    arr = np.asarray(values, dtype=float)
+    return float(np.nanmedian(arr)) if np.isfinite(arr).any() else math.nan
 
 
 def part_overhead(folder: Path, upstream: str, keys: dict[str, str], rounds: int, levels: list[int]) -> dict:
@@ -384,8 +476,9 @@ def part_overhead(folder: Path, upstream: str, keys: dict[str, str], rounds: int
             - (d["itl_mean_all_ms"] - d["server_itl_mean_ms"]),
         })  # fmt: skip
     admit = _gateway_log_ms(part / "gateway-overhead.jsonl", "admit_ms")
-    return {"rounds": rounds, "levels": table, "pairs_discarded": discarded, "gateway_admit_ms_p50": _pct(admit, 50),
-            "gateway_admit_ms_p99": _pct(admit, 99), "raw": results}  # fmt: skip
+    return {"mode": "sequential", "rounds": rounds, "levels": table, "pairs_discarded": discarded,
+            "gateway_admit_ms_p50": _pct(admit, 50), "gateway_admit_ms_p99": _pct(admit, 99),
+            "raw": results}  # fmt: skip
 
 
 def part_fairness(folder: Path, upstream: str, keys: dict[str, str]) -> dict[str, Any]:
@@ -464,8 +557,8 @@ def format_summary(s: dict[str, Any]) -> list[str]:
     if "passthrough" in s:
         p = s["passthrough"]
         lines += [
-            f"## Pass-through on the fake SSE server ({PASS_USERS} streams × {PASS_TOKENS} tokens, "
-            f"{PASS_INTERVAL_MS:g} ms apart): |client gap − server send gap|, ms",
+            f"## Pass-through on the fake SSE server ({PASS_USERS} streams direct and {PASS_USERS} through the gateway "
+            f"at once, {PASS_TOKENS} tokens {PASS_INTERVAL_MS:g} ms apart): |client gap − server send gap|, ms",
             "",
             "| path | gaps | p50 | p99 | p99.9 | max | gaps off by ≥ ½ interval | gateway CPU per event |",
             "|---|---|---|---|---|---|---|---|",
@@ -480,7 +573,39 @@ def format_summary(s: dict[str, Any]) -> list[str]:
             )
         lines += ["", f"Added by the gateway: p50 {_f(p['added_p50_ms'], '.3f')} ms, p99 "
                   f"{_f(p['added_p99_ms'], '.3f')} ms (within 1 ms: {p['within_1ms']}).", ""]  # fmt: skip
-    if "overhead" in s:
+    if "overhead" in s and s["overhead"].get("mode") == "paired":
+        o = s["overhead"]
+        lines += [
+            f"## Overhead, paired: half the users direct, half through the gateway, at the same time (chat, "
+            f"{PROMPT_TOKENS}-token prompts, {OUTPUT_TOKENS} output tokens; median of {o['rounds']} round(s))",
+            "",
+            "| users (direct + gw) | measured (direct / gw) | TTFT p50 direct → gw | TTFT p99 direct → gw "
+            "| TTFT p50 / p99 added | ITL p50 / p99 direct → gw | ITL p50 / p99 added | tok/s per path direct → gw "
+            "(lost) | gateway CPU per token | gateway CPU | load average | other clients' requests |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in o["levels"]:
+            d, g = r["direct"], r["gateway"]
+            n = r["users_per_path"]
+            lines.append(
+                f"| {n} + {n} | {d['n_measured']:.0f} / {g['n_measured']:.0f} | {_f(d['ttft_p50_ms'], '.0f')} → "
+                f"{_f(g['ttft_p50_ms'], '.0f')} | {_f(d['ttft_p99_ms'], '.0f')} → {_f(g['ttft_p99_ms'], '.0f')} | "
+                f"{_f(r['ttft_p50_added_ms'], '+.1f')} / {_f(r['ttft_p99_added_ms'], '+.1f')} ms | "
+                f"{_f(d['itl_p50_ms'], '.1f')} / {_f(d['itl_p99_ms'], '.1f')} → {_f(g['itl_p50_ms'], '.1f')} / "
+                f"{_f(g['itl_p99_ms'], '.1f')} | {_f(r['itl_p50_added_ms'], '+.2f')} / "
+                f"{_f(r['itl_p99_added_ms'], '+.1f')} ms | {_f(d['output_tok_per_s'], '.0f')} → "
+                f"{_f(g['output_tok_per_s'], '.0f')} ({_f(100 * r['tok_s_lost_fraction'], '+.1f')}%) | "
+                f"{_f(r['gateway_cpu_ms_per_token'], '.3f')} ms | {_f(100 * r['gateway_cpu_core_fraction'], '.1f')}% "
+                f"of a core | {', '.join(_f(x, '.1f') for x in r['load_average'])} | "
+                f"{', '.join(_f(x, '.0f') for x in r['foreign_requests'])} |"
+            )
+        lines += [
+            "",
+            f"Gateway's own time before the upstream send (admit_ms, 200s): p50 "
+            f"{_f(o['gateway_admit_ms_p50'], '.2f')} ms, p99 {_f(o['gateway_admit_ms_p99'], '.2f')} ms.",
+            "",
+        ]
+    elif "overhead" in s:
         o = s["overhead"]
         lines += [
             f"## Overhead against vLLM direct (chat, {PROMPT_TOKENS}-token prompts, {OUTPUT_TOKENS} output tokens; "
@@ -572,7 +697,9 @@ def _json_safe(obj: Any) -> Any:
     return obj
 
 
-def run(upstream: str, parts: list[str], rounds: int, levels: list[int], out: Path | None) -> Path:
+def run(
+    upstream: str, parts: list[str], rounds: int, levels: list[int], out: Path | None, sequential: bool = False
+) -> Path:
     from server.launcher import http_get
     from vlab.core.runfolder import new_run_dir
 
@@ -590,7 +717,7 @@ def run(upstream: str, parts: list[str], rounds: int, levels: list[int], out: Pa
         print("[passthrough] fake SSE server, direct then through the gateway", flush=True)
         summary["passthrough"] = part_passthrough(folder, keys)
     if "overhead" in parts:
-        summary["overhead"] = part_overhead(folder, upstream, keys, rounds, levels)
+        summary["overhead"] = (part_overhead if sequential else part_paired)(folder, upstream, keys, rounds, levels)
     if "fairness" in parts:
         summary["fairness"] = part_fairness(folder, upstream, keys)
     summary["load_average_end"] = os.getloadavg()
@@ -602,6 +729,10 @@ def run(upstream: str, parts: list[str], rounds: int, levels: list[int], out: Pa
     return folder
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gateway.experiment", description=__doc__.splitlines()[0])
     where = parser.add_mutually_exclusive_group()
@@ -610,8 +741,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parts", default=",".join(PARTS), help=f"Comma-separated, from: {', '.join(PARTS)}.")
     parser.add_argument("--rounds", type=int, default=1, help="Overhead: rounds of direct/gateway per level.")
     parser.add_argument("--levels", default=",".join(str(u) for u in LEVELS), help="Overhead: user levels.")
+    parser.add_argument(
+        "--sequential", action="store_true",
+        help="Overhead: all users direct, then all through the gateway (shows the server's slowdown; noisy on a "
+        "shared machine) instead of half and half at the same time.",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, help="Experiment folder (default reports/<time>-gateway-experiment).")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started in the background (SIG_IGN)
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         parts = [p.strip() for p in args.parts.split(",") if p.strip()]
         if not parts or any(p not in PARTS for p in parts):
@@ -627,7 +765,7 @@ def main(argv: list[str] | None = None) -> int:
             from server.profile import load_profile
 
             with start_server(load_profile(args.profile), port=find_free_port()) as server:
-                run(server.base_url, parts, args.rounds, levels, args.out)
+                run(server.base_url, parts, args.rounds, levels, args.out, args.sequential)
         else:
             from gateway.config import check_upstream_url
 
@@ -635,7 +773,7 @@ def main(argv: list[str] | None = None) -> int:
                 upstream = check_upstream_url(args.upstream or DEFAULT_UPSTREAM)
             except ValueError as exc:
                 raise UserError(f"--upstream: {exc}", exit_code=2) from None
-            run(upstream, parts, args.rounds, levels, args.out)
+            run(upstream, parts, args.rounds, levels, args.out, args.sequential)
     except UserError as exc:
         print(f"gateway.experiment: error: {exc}", file=sys.stderr)
         return exc.exit_code
