@@ -6,19 +6,26 @@
 Three parts, each run with the suite's own CLI (`python -m vlab sweep SCENARIO --host URL --run-dir DIR
 --no-report`), the gateway started as `python -m gateway` (its own process, so psutil can read its CPU time):
 
-1. passthrough: the fake SSE server (20 ms per token, 16 streams of 64 tokens), direct and through the gateway.
-   Every client gap (tokens.csv) is compared with the server's true send gap for the same request and pair of
-   tokens (the fake server's `/events`, matched through `usage.prompt_tokens` = its request id): gap error =
-   client gap − send gap, ms. Buffering would show as errors of a whole interval (20 ms).
-2. overhead: vLLM direct and through the gateway at 1, 4, 16, 64 users (chat, 64-token prompts, exactly 32 output
-   tokens), one sweep per level and path, direct and gateway alternated level by level. Per level, over requests
-   sent after the warm-up: TTFT p50/p99 added (gateway − direct), ITL p99 added (ITL jitter: p99 of the gaps),
-   output tok/s lost ((direct − gateway) / direct; token events arriving inside the window ÷ its length), and the
-   gateway's CPU per token (its process CPU time over the sweep ÷ token events relayed in the sweep, ms).
-3. fairness: two keys through the gateway at once, `greedy` (open loop, 12 requests/s offered: more than the server
-   can serve) and `polite` (2 users, closed loop), first with greedy unlimited, then with greedy limited to 2
-   requests/s. Does the polite key keep its SLO (TTFT ≤ 1 s and mean ITL ≤ 100 ms)? Greedy's 429s are counted
-   from the records' `status` column: the suite records them as `error_kind=http` today (see docs/gateway.md).
+1. passthrough: the fake SSE server (20 ms per token, 64 tokens), 16 streams direct and 16 through the gateway at
+   the same time. Every client gap (tokens.csv) is compared with the server's true send gap for the same request
+   and pair of tokens (the fake server's `/events`, matched through `usage.prompt_tokens` = its request id): gap
+   error = |client gap − send gap|, ms. Buffering would show as errors of a whole interval (20 ms).
+2. overhead (paired, the default): at 1, 4, 16, 64 users (chat, 64-token prompts, exactly 32 output tokens) half
+   the users go direct and half through the gateway at the same time (1 + 1 at the first level), so both paths
+   share vLLM's batches and the shared machine's load; repeated `--rounds` times, medians reported. Over the
+   requests both paths sent in their common window (after the warm-up): TTFT p50/p99 added (gateway − direct),
+   ITL p50/p99 added (p99 of the inter-token gaps: the jitter), output tok/s per path lost, and the gateway's CPU
+   per token (its process CPU time over the sweep ÷ token events it relayed). `--sequential` runs all users
+   direct, then all through the gateway instead, which also shows vLLM slowing down beside the gateway's CPU use,
+   at the price of the machine's noise between the two runs (vLLM's own TTFT/ITL means are set beside them).
+3. fairness: two keys through the gateway, `greedy` (open loop, 12 requests/s offered: more than the server can
+   serve) and `polite` (2 users, closed loop): the polite key alone (its baseline), then with greedy unlimited,
+   then with greedy limited to 2 requests/s. Does the polite key keep its SLO (TTFT ≤ 1 s, mean ITL ≤ 100 ms)?
+   Greedy's 429s are counted from the records' `status` column: the suite records them as `error_kind=http`
+   today (see docs/gateway.md).
+
+On a shared server every sweep also counts the requests other clients finished meanwhile (vLLM's
+`request_success_total` minus the sweep's own) and the load average, both in the tables.
 
 Keys are made fresh for the run (`gateway.config.generate_key`), reach the suite through environment variables
 only, and the gateway configs written here hold their hashes only; at the end every file in the folder is searched
@@ -481,12 +488,20 @@ def part_overhead(folder: Path, upstream: str, keys: dict[str, str], rounds: int
             "raw": results}  # fmt: skip
 
 
+FAIR_PHASES: tuple[tuple[str, dict | None, bool], ...] = (
+    ("polite-alone", None, False),
+    ("greedy-unlimited", None, True),
+    ("greedy-limited", GREEDY_LIMITS, True),
+)
+"""(phase, greedy's limits, greedy sends): the polite key alone is the baseline its SLO is judged against."""
+
+
 def part_fairness(folder: Path, upstream: str, keys: dict[str, str]) -> dict[str, Any]:
     part = folder / "fairness"
     part.mkdir()
     out: dict[str, Any] = {}
     env = {"VLAB_GW_KEY_POLITE": keys["polite"], "VLAB_GW_KEY_GREEDY": keys["greedy"]}
-    for phase, greedy_limits in (("greedy-unlimited", None), ("greedy-limited", GREEDY_LIMITS)):
+    for phase, greedy_limits, greedy_sends in FAIR_PHASES:
         config = part / f"gateway-{phase}.yaml"
         log = part / f"gateway-{phase}.jsonl"
         write_gateway_config(config, upstream, {"polite": (keys["polite"], None), "greedy": (keys["greedy"],
@@ -495,20 +510,20 @@ def part_fairness(folder: Path, upstream: str, keys: dict[str, str]) -> dict[str
                                 stage=f"{{users: {POLITE_USERS}, duration: {FAIR_DURATION_S:g}s}}",
                                 warmup_s=FAIR_WARMUP_S, prompt=PROMPT_TOKENS, output=OUTPUT_TOKENS,
                                 key_env="VLAB_GW_KEY_POLITE")  # fmt: skip
-        greedy = write_scenario(part / f"greedy-{phase}.yaml", f"gw-fair-greedy-{phase}", endpoint="chat",
-                                stage=f"{{rate: {GREEDY_RATE:g}, duration: {FAIR_DURATION_S:g}s}}",
-                                warmup_s=FAIR_WARMUP_S, prompt=PROMPT_TOKENS, output=OUTPUT_TOKENS,
-                                key_env="VLAB_GW_KEY_GREEDY")  # fmt: skip
-        print(f"[fairness] {phase}: greedy {GREEDY_RATE:g} req/s offered, polite {POLITE_USERS} users", flush=True)
+        jobs = [(polite, "", part / f"polite-{phase}", env)]
+        if greedy_sends:
+            greedy = write_scenario(part / f"greedy-{phase}.yaml", f"gw-fair-greedy-{phase}", endpoint="chat",
+                                    stage=f"{{rate: {GREEDY_RATE:g}, duration: {FAIR_DURATION_S:g}s}}",
+                                    warmup_s=FAIR_WARMUP_S, prompt=PROMPT_TOKENS, output=OUTPUT_TOKENS,
+                                    key_env="VLAB_GW_KEY_GREEDY")  # fmt: skip
+            jobs.append((greedy, "", part / f"greedy-{phase}", env))
+        what = f"greedy {GREEDY_RATE:g} req/s offered" if greedy_sends else "no greedy traffic"
+        print(f"[fairness] {phase}: polite {POLITE_USERS} users, {what}", flush=True)
         v0 = vllm_counters(upstream)
         with gateway_process(config, upstream, part) as gw:
-            jobs = [(polite, gw.url, part / f"polite-{phase}", env), (greedy, gw.url, part / f"greedy-{phase}", env)]
-            run_sweeps(jobs, part / "sweeps.log")
-        p_run = Run.load(part / f"polite-{phase}", FAIR_WARMUP_S)
-        g_run = Run.load(part / f"greedy-{phase}", FAIR_WARMUP_S)
-        gm = g_run.measured()
-        ours = sum(int((r.requests.ok == 1).sum()) for r in (p_run, g_run))
-        server = server_side(v0, vllm_counters(upstream), ours)
+            run_sweeps([(sc, gw.url, d, e) for sc, _, d, e in jobs], part / "sweeps.log")
+        runs = [Run.load(d, FAIR_WARMUP_S) for _, _, d, _ in jobs]
+        ours = sum(int((r.requests.ok == 1).sum()) for r in runs)
         rejections: dict[str, int] = {}
         for line in log.read_text().splitlines():
             rec = json.loads(line)
@@ -516,9 +531,14 @@ def part_fairness(folder: Path, upstream: str, keys: dict[str, str]) -> dict[str
                 rejections[rec["reason"]] = rejections.get(rec["reason"], 0) + 1
         out[phase] = {
             "greedy_limits": greedy_limits,
-            "polite": level_numbers(p_run),
-            "greedy": {
-                **level_numbers(g_run),
+            "polite": level_numbers(runs[0]),
+            "gateway_429_reasons": rejections,
+            **server_side(v0, vllm_counters(upstream), ours),
+        }
+        if greedy_sends:
+            gm = runs[1].measured()
+            out[phase]["greedy"] = {
+                **level_numbers(runs[1]),
                 "sent": len(gm),
                 "status_200": int((gm.status == 200).sum()),
                 "status_429": int((gm.status == 429).sum()),
@@ -527,10 +547,7 @@ def part_fairness(folder: Path, upstream: str, keys: dict[str, str]) -> dict[str
                 if len(gm)
                 else math.nan,
                 "error_kind_of_429": sorted(set(gm[gm.status == 429].error_kind)),
-            },
-            "gateway_429_reasons": rejections,
-            **server,
-        }
+            }
     return out
 
 
@@ -550,6 +567,19 @@ def _gateway_log_ms(path: Path, field: str) -> list[float]:
 # ---------------------------------------------------------------------------------------------------- output
 def _f(v: Any, spec: str = ".1f") -> str:
     return "—" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, spec)
+
+
+_NO_GREEDY = dict.fromkeys(
+    (
+        "sent",
+        "status_200",
+        "status_429",
+        "output_tok_per_s",
+        "suite_error_rate_today",
+        "server_error_rate_429_excluded",
+    ),
+    math.nan,
+)
 
 
 def format_summary(s: dict[str, Any]) -> list[str]:
@@ -662,11 +692,11 @@ def format_summary(s: dict[str, Any]) -> list[str]:
             "|---|---|---|---|---|---|---|",
         ]
         for phase, r in s["fairness"].items():
-            p, g = r["polite"], r["greedy"]
+            p, g = r["polite"], r.get("greedy", _NO_GREEDY)
             lines.append(
                 f"| {phase} | {p['n_measured']}, {_f(100 * p['slo_fraction'], '.0f')}%, "
-                f"{_f(p['ttft_p50_ms'], '.0f')} / {_f(p['ttft_p99_ms'], '.0f')} ms | {g['sent']}, {g['status_200']}, "
-                f"{g['status_429']} | {_f(g['output_tok_per_s'], '.0f')} | "
+                f"{_f(p['ttft_p50_ms'], '.0f')} / {_f(p['ttft_p99_ms'], '.0f')} ms | {_f(g['sent'], '.0f')}, "
+                f"{_f(g['status_200'], '.0f')}, {_f(g['status_429'], '.0f')} | {_f(g['output_tok_per_s'], '.0f')} | "
                 f"{_f(100 * g['suite_error_rate_today'], '.0f')}% / "
                 f"{_f(100 * g['server_error_rate_429_excluded'], '.0f')}% | "
                 f"{r['gateway_429_reasons'] or '—'} | {_f(r['foreign_requests'], '.0f')} |"
@@ -713,13 +743,17 @@ def run(
         "load_average_start": os.getloadavg(),
     }  # fmt: skip
     print(f"gateway experiment: {', '.join(parts)}; folder {folder}", flush=True)
-    if "passthrough" in parts:
-        print("[passthrough] fake SSE server, direct then through the gateway", flush=True)
-        summary["passthrough"] = part_passthrough(folder, keys)
-    if "overhead" in parts:
-        summary["overhead"] = (part_overhead if sequential else part_paired)(folder, upstream, keys, rounds, levels)
-    if "fairness" in parts:
-        summary["fairness"] = part_fairness(folder, upstream, keys)
+    steps = {
+        "passthrough": lambda: part_passthrough(folder, keys),
+        "overhead": lambda: (part_overhead if sequential else part_paired)(folder, upstream, keys, rounds, levels),
+        "fairness": lambda: part_fairness(folder, upstream, keys),
+    }
+    for name in PARTS:
+        if name in parts:
+            if name == "passthrough":
+                print("[passthrough] fake SSE server, direct and through the gateway at once", flush=True)
+            summary[name] = steps[name]()
+            (folder / "summary.json").write_text(json.dumps(_json_safe(summary), indent=2) + "\n")  # so far
     summary["load_average_end"] = os.getloadavg()
     summary["keys_on_disk"] = keys_on_disk(folder, keys)
     (folder / "summary.json").write_text(json.dumps(_json_safe(summary), indent=2) + "\n")
