@@ -306,12 +306,15 @@ def part_passthrough(folder: Path, keys: dict[str, str]) -> dict[str, Any]:
                        part / "sweeps.log")  # fmt: skip
             cpu = gw.cpu_s() - c0
         with urllib.request.urlopen(fake_url + "/events", timeout=30) as resp:
-            sent = {r["rid"]: r["token_ns"] for r in json.load(resp)["requests"]}
+            log = json.load(resp)["requests"]
+    (part / "server-events.json").write_text(json.dumps(log))
+    sent = {r["rid"]: r["token_ns"] for r in log}
+    arrived = {r["rid"]: r["arrival_ns"] for r in log}
     runs = {path: Run.load(part / path, 3.0) for path in ("direct", "gateway")}
     window = overlap(runs.values())
     for path, run in runs.items():
         run.override = window
-        errors = []
+        errors, transit = [], []
         for row in run.measured().itertuples():
             if row.ok != 1 or row.prompt_tokens not in sent:
                 continue
@@ -320,6 +323,9 @@ def part_passthrough(folder: Path, keys: dict[str, str]) -> dict[str, Any]:
             if len(client) != len(server):
                 continue
             errors.append(np.diff(client) - np.diff(server) / 1e6)
+            # client TTFT − the server's (request arrival → first token sent): the request's and the first
+            # token's transit, i.e. what lies between client and server (the gateway, on that path)
+            transit.append(row.ttft_ms - (server[0] - arrived[row.prompt_tokens]) / 1e6)
         err = np.abs(np.concatenate(errors)) if errors else np.array([])
         events = int(run.requests.n_events.sum())
         out[path] = {
@@ -330,12 +336,16 @@ def part_passthrough(folder: Path, keys: dict[str, str]) -> dict[str, Any]:
             "gap_error_abs_p999_ms": _pct(err, 99.9),
             "gap_error_abs_max_ms": float(err.max()) if err.size else math.nan,
             "gaps_over_half_interval": int((err >= PASS_INTERVAL_MS / 2).sum()),
+            "ttft_transit_p50_ms": _pct(transit, 50),
+            "ttft_transit_p99_ms": _pct(transit, 99),
             "gateway_cpu_us_per_event": cpu / events * 1e6 if path == "gateway" and events else math.nan,
         }
     d, g = out["direct"], out["gateway"]
     out["added_p50_ms"] = g["gap_error_abs_p50_ms"] - d["gap_error_abs_p50_ms"]
     out["added_p99_ms"] = g["gap_error_abs_p99_ms"] - d["gap_error_abs_p99_ms"]
     out["within_1ms"] = bool(out["added_p99_ms"] <= 1.0)
+    out["ttft_added_p50_ms"] = g["ttft_transit_p50_ms"] - d["ttft_transit_p50_ms"]
+    out["ttft_added_p99_ms"] = g["ttft_transit_p99_ms"] - d["ttft_transit_p99_ms"]
     return out
 
 
@@ -590,8 +600,9 @@ def format_summary(s: dict[str, Any]) -> list[str]:
             f"## Pass-through on the fake SSE server ({PASS_USERS} streams direct and {PASS_USERS} through the gateway "
             f"at once, {PASS_TOKENS} tokens {PASS_INTERVAL_MS:g} ms apart): |client gap − server send gap|, ms",
             "",
-            "| path | gaps | p50 | p99 | p99.9 | max | gaps off by ≥ ½ interval | gateway CPU per event |",
-            "|---|---|---|---|---|---|---|---|",
+            "| path | gaps | p50 | p99 | p99.9 | max | gaps off by ≥ ½ interval | client − server TTFT p50 / p99 "
+            "| gateway CPU per event |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for path in ("direct", "gateway"):
             r = p[path]
@@ -599,10 +610,13 @@ def format_summary(s: dict[str, Any]) -> list[str]:
                 f"| {path} | {r['gaps']:,} | {_f(r['gap_error_abs_p50_ms'], '.3f')} | "
                 f"{_f(r['gap_error_abs_p99_ms'], '.3f')} | {_f(r['gap_error_abs_p999_ms'], '.3f')} | "
                 f"{_f(r['gap_error_abs_max_ms'], '.2f')} | {r['gaps_over_half_interval']} | "
+                f"{_f(r['ttft_transit_p50_ms'], '.2f')} / {_f(r['ttft_transit_p99_ms'], '.2f')} ms | "
                 f"{_f(r['gateway_cpu_us_per_event'], '.0f')} µs |"
             )
-        lines += ["", f"Added by the gateway: p50 {_f(p['added_p50_ms'], '.3f')} ms, p99 "
-                  f"{_f(p['added_p99_ms'], '.3f')} ms (within 1 ms: {p['within_1ms']}).", ""]  # fmt: skip
+        lines += ["", f"Added by the gateway: gap error p50 {_f(p['added_p50_ms'], '.3f')} ms, p99 "
+                  f"{_f(p['added_p99_ms'], '.3f')} ms (p99 within 1 ms: {p['within_1ms']}); TTFT p50 "
+                  f"{_f(p['ttft_added_p50_ms'], '+.2f')} ms, p99 {_f(p['ttft_added_p99_ms'], '+.2f')} ms.",
+                  ""]  # fmt: skip
     if "overhead" in s and s["overhead"].get("mode") == "paired":
         o = s["overhead"]
         lines += [

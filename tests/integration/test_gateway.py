@@ -442,8 +442,8 @@ def test_keys_never_appear_in_logs_or_metrics(gw, log_path: Path) -> None:
 
 # ---------------------------------------------------------------------------------------- the suite through it
 def test_the_suite_records_gateway_429s_with_their_status(fake: str, tmp_path: Path) -> None:
-    """What the suite sees of a rate-limited key today: `error_kind=http`, `status=429` (the fairness analysis
-    in gateway/experiment.py counts these from the status column)."""
+    """What the suite sees of a rate-limited key: `status=429` on each refused request (the fairness analysis in
+    gateway/experiment.py counts these from the status column), and the key in no file of the run."""
     import pandas as pd
 
     from vlab.commands.sweep import run_locust
@@ -463,7 +463,8 @@ def test_the_suite_records_gateway_429s_with_their_status(fake: str, tmp_path: P
         del os.environ["VLAB_TEST_GW_KEY"]
     requests = pd.read_csv(tmp_path / "run" / "requests.csv", keep_default_na=False)
     limited = requests[requests.status == 429]
-    assert len(limited) > 0 and (limited.error_kind == "http").all()
+    # today `http`; `rate_limited` once the suite separates quota refusals from server failures (docs/gateway.md)
+    assert len(limited) > 0 and limited.error_kind.isin(["http", "rate_limited"]).all()
     assert ((requests.status == 200) == (requests.ok == 1)).all()
     for path in (tmp_path / "run").rglob("*"):
         if path.is_file():
