@@ -16,6 +16,7 @@ Every error the gateway itself answers has OpenAI's shape: `{"error": {"message"
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import secrets
 import time
@@ -309,7 +310,7 @@ def create_app(
         except httpx.HTTPError as exc:
             ok, detail = False, type(exc).__name__
         body = {"status": "ok" if ok else "degraded", "upstream": detail}
-        return Response(_json(body), status_code=200 if ok else 503, media_type="application/json")
+        return Response(json.dumps(body).encode(), status_code=200 if ok else 503, media_type="application/json")
 
     @app.get("/metrics")
     async def metrics() -> Response:
@@ -321,9 +322,3 @@ def create_app(
         return Response(err.body(), status_code=exc.status_code, media_type="application/json")
 
     return app
-
-
-def _json(obj: Any) -> bytes:
-    import json
-
-    return json.dumps(obj).encode()

@@ -15,7 +15,8 @@ Three parts, each run with the suite's own CLI (`python -m vlab sweep SCENARIO -
    share vLLM's batches and the shared machine's load; repeated `--rounds` times, medians reported. Over the
    requests both paths sent in their common window (after the warm-up): TTFT p50/p99 added (gateway − direct),
    ITL p50/p99 added (p99 of the inter-token gaps: the jitter), output tok/s per path lost, and the gateway's CPU
-   per token (its process CPU time over the sweep ÷ token events it relayed). `--sequential` runs all users
+   per token (its process CPU time over the sweep ÷ token events it relayed), and its forward lag (client send →
+   the gateway's upstream send, from its log; `forward_lag_ms`). `--sequential` runs all users
    direct, then all through the gateway instead, which also shows vLLM slowing down beside the gateway's CPU use,
    at the price of the machine's noise between the two runs (vLLM's own TTFT/ITL means are set beside them).
 3. fairness: two keys through the gateway, `greedy` (open loop, 12 requests/s offered: more than the server can
@@ -392,6 +393,8 @@ def part_paired(folder: Path, upstream: str, keys: dict[str, str], rounds: int, 
                 row["server"] = server_side(v0, vllm_counters(upstream), ours)
                 events = int(runs["gateway"].requests.n_events.sum())
                 row["gateway_cpu_ms_per_token"] = cpu / events * 1000 if events else math.nan
+                lag = forward_lag_ms(part / "gateway-overhead.jsonl", runs["gateway"])
+                row["forward_lag_p50_ms"], row["forward_lag_p99_ms"] = _pct(lag, 50), _pct(lag, 99)
                 row["gateway_cpu_core_fraction"] = cpu / wall
                 d, g = row["direct"], row["gateway"]
                 print(f"[overhead] {per_path} + {per_path} users, round {rnd + 1}: TTFT p50 {d['ttft_p50_ms']:.0f} → "
@@ -415,12 +418,39 @@ def part_paired(folder: Path, upstream: str, keys: dict[str, str], rounds: int, 
             ]),
             "gateway_cpu_ms_per_token": _median([r["gateway_cpu_ms_per_token"] for r in rows]),
             "gateway_cpu_core_fraction": _median([r["gateway_cpu_core_fraction"] for r in rows]),
+            "forward_lag_p50_ms": _median([r["forward_lag_p50_ms"] for r in rows]),
+            "forward_lag_p99_ms": _median([r["forward_lag_p99_ms"] for r in rows]),
             "foreign_requests": [r["server"]["foreign_requests"] for r in rows],
             "load_average": [r["server"]["load_average"] for r in rows],
         })  # fmt: skip
     admit = _gateway_log_ms(part / "gateway-overhead.jsonl", "admit_ms")
     return {"mode": "paired", "rounds": rounds, "levels": table, "gateway_admit_ms_p50": _pct(admit, 50),
             "gateway_admit_ms_p99": _pct(admit, 99), "raw": results}  # fmt: skip
+
+
+def forward_lag_ms(gateway_log: Path, run: Run) -> np.ndarray:
+    """Per request of `run` (the gateway path): client send → the gateway's upstream send, ms.
+
+    The gateway's upstream send is its log line's `ts − duration_ms + admit_ms`; both clocks are this machine's
+    wall clock. Requests are paired in order (the k-th client send with the k-th upstream send inside the run's
+    span): the gateway forwards in arrival order, so this is exact up to reordering within a burst."""
+    sent = []
+    for line in gateway_log.read_text().splitlines():
+        rec = json.loads(line)
+        if (
+            rec.get("event") == "request"
+            and rec.get("status") == 200
+            and rec.get("path") in ("/v1/chat/completions", "/v1/completions")
+        ):
+            sent.append(rec["ts"] - rec["duration_ms"] / 1000 + rec["admit_ms"] / 1000)
+    ok = run.requests[run.requests.ok == 1]
+    if ok.empty:
+        return np.array([])
+    lo, hi = float(ok.t_start_s.min()) - 0.5, float(ok.t_start_s.max()) + 0.5
+    upstream = np.sort([t for t in sent if lo <= t <= hi])
+    client = np.sort(ok.t_start_s.to_numpy())
+    n = min(len(client), len(upstream))
+    return (upstream[:n] - client[:n]) * 1000.0
 
 
 def _median(values: list[float]) -> float:
@@ -625,8 +655,9 @@ def format_summary(s: dict[str, Any]) -> list[str]:
             "",
             "| users (direct + gw) | measured (direct / gw) | TTFT p50 direct → gw | TTFT p99 direct → gw "
             "| TTFT p50 / p99 added | ITL p50 / p99 direct → gw | ITL p50 / p99 added | tok/s per path direct → gw "
-            "(lost) | gateway CPU per token | gateway CPU | load average | other clients' requests |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "(lost) | gateway forward lag p50 / p99 | gateway CPU per token | gateway CPU | load average "
+            "| other clients' requests |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in o["levels"]:
             d, g = r["direct"], r["gateway"]
@@ -639,6 +670,7 @@ def format_summary(s: dict[str, Any]) -> list[str]:
                 f"{_f(g['itl_p99_ms'], '.1f')} | {_f(r['itl_p50_added_ms'], '+.2f')} / "
                 f"{_f(r['itl_p99_added_ms'], '+.1f')} ms | {_f(d['output_tok_per_s'], '.0f')} → "
                 f"{_f(g['output_tok_per_s'], '.0f')} ({_f(100 * r['tok_s_lost_fraction'], '+.1f')}%) | "
+                f"{_f(r['forward_lag_p50_ms'], '.1f')} / {_f(r['forward_lag_p99_ms'], '.1f')} ms | "
                 f"{_f(r['gateway_cpu_ms_per_token'], '.3f')} ms | {_f(100 * r['gateway_cpu_core_fraction'], '.1f')}% "
                 f"of a core | {', '.join(_f(x, '.1f') for x in r['load_average'])} | "
                 f"{', '.join(_f(x, '.0f') for x in r['foreign_requests'])} |"
