@@ -6,10 +6,11 @@
 Three parts, each run with the suite's own CLI (`python -m vlab sweep SCENARIO --host URL --run-dir DIR
 --no-report`), the gateway started as `python -m gateway` (its own process, so psutil can read its CPU time):
 
-1. passthrough: the fake SSE server (20 ms per token, 64 tokens), 16 streams direct and 16 through the gateway at
-   the same time. Every client gap (tokens.csv) is compared with the server's true send gap for the same request
-   and pair of tokens (the fake server's `/events`, matched through `usage.prompt_tokens` = its request id): gap
-   error = |client gap − send gap|, ms. Buffering would show as errors of a whole interval (20 ms).
+1. passthrough: the fake SSE server (20 ms per token, 64 tokens), 16 streams direct, then 16 through the gateway
+   (`--pass-together`: at the same time). Every client gap (tokens.csv) is compared with the server's true send
+   gap for the same request and pair of tokens (the fake server's `/events`, matched through
+   `usage.prompt_tokens` = its request id): gap error = |client gap − send gap|, ms. Buffering would show as
+   errors of a whole interval (20 ms). TTFT transit = the client's TTFT − the server's (arrival → first send).
 2. overhead (paired, the default): at 1, 4, 16, 64 users (chat, 64-token prompts, exactly 32 output tokens) half
    the users go direct and half through the gateway at the same time (1 + 1 at the first level), so both paths
    share vLLM's batches and the shared machine's load; repeated `--rounds` times, medians reported. Over the
@@ -272,9 +273,9 @@ def level_numbers(run: Run) -> dict[str, float]:
 
 
 # --------------------------------------------------------------------------------------------------- parts
-def part_passthrough(folder: Path, keys: dict[str, str]) -> dict[str, Any]:
-    """The fake SSE server, direct and through the gateway at the same time (same machine load for both): gap error
-    against the server's true send gaps."""
+def part_passthrough(folder: Path, keys: dict[str, str], together: bool = False) -> dict[str, Any]:
+    """The fake SSE server, direct then through the gateway (`together`: both at once, sharing the machine's load):
+    gap error against the server's true send gaps, and TTFT transit against its arrival and first-send stamps."""
     import urllib.request
 
     from vlab.testing.fakeserver import fake_sse_server
@@ -301,10 +302,14 @@ def part_passthrough(folder: Path, keys: dict[str, str]) -> dict[str, Any]:
         config = part / "gateway-pass.yaml"
         write_gateway_config(config, fake_url, {"pass": (keys["pass"], None)}, part / "gateway-pass.jsonl")
         with gateway_process(config, fake_url, part) as gw:
+            if together:
+                jobs = [(scenarios["direct"], fake_url, part / "direct", {}),
+                        (scenarios["gateway"], gw.url, part / "gateway", {key_env: keys["pass"]})]  # fmt: skip
+            else:  # each path is compared with the server's own stamps: no need to share the time
+                run_sweeps([(scenarios["direct"], fake_url, part / "direct", {})], part / "sweeps.log")
+                jobs = [(scenarios["gateway"], gw.url, part / "gateway", {key_env: keys["pass"]})]
             c0 = gw.cpu_s()
-            run_sweeps([(scenarios["direct"], fake_url, part / "direct", {}),
-                        (scenarios["gateway"], gw.url, part / "gateway", {key_env: keys["pass"]})],
-                       part / "sweeps.log")  # fmt: skip
+            run_sweeps(jobs, part / "sweeps.log")
             cpu = gw.cpu_s() - c0
         with urllib.request.urlopen(fake_url + "/events", timeout=30) as resp:
             log = json.load(resp)["requests"]
@@ -312,7 +317,7 @@ def part_passthrough(folder: Path, keys: dict[str, str]) -> dict[str, Any]:
     sent = {r["rid"]: r["token_ns"] for r in log}
     arrived = {r["rid"]: r["arrival_ns"] for r in log}
     runs = {path: Run.load(part / path, 3.0) for path in ("direct", "gateway")}
-    window = overlap(runs.values())
+    window = overlap(runs.values()) if together else None
     for path, run in runs.items():
         run.override = window
         errors, transit = [], []
@@ -347,6 +352,7 @@ def part_passthrough(folder: Path, keys: dict[str, str]) -> dict[str, Any]:
     out["within_1ms"] = bool(out["added_p99_ms"] <= 1.0)
     out["ttft_added_p50_ms"] = g["ttft_transit_p50_ms"] - d["ttft_transit_p50_ms"]
     out["ttft_added_p99_ms"] = g["ttft_transit_p99_ms"] - d["ttft_transit_p99_ms"]
+    out["together"] = together
     return out
 
 
@@ -627,8 +633,9 @@ def format_summary(s: dict[str, Any]) -> list[str]:
     if "passthrough" in s:
         p = s["passthrough"]
         lines += [
-            f"## Pass-through on the fake SSE server ({PASS_USERS} streams direct and {PASS_USERS} through the gateway "
-            f"at once, {PASS_TOKENS} tokens {PASS_INTERVAL_MS:g} ms apart): |client gap − server send gap|, ms",
+            f"## Pass-through on the fake SSE server ({PASS_USERS} streams direct and {PASS_USERS} through the "
+            f"gateway, {'at once' if p.get('together') else 'one after the other'}, {PASS_TOKENS} tokens "
+            f"{PASS_INTERVAL_MS:g} ms apart): |client gap − server send gap|, ms",
             "",
             "| path | gaps | p50 | p99 | p99.9 | max | gaps off by ≥ ½ interval | client − server TTFT p50 / p99 "
             "| gateway CPU per event |",
@@ -774,7 +781,13 @@ def _json_safe(obj: Any) -> Any:
 
 
 def run(
-    upstream: str, parts: list[str], rounds: int, levels: list[int], out: Path | None, sequential: bool = False
+    upstream: str,
+    parts: list[str],
+    rounds: int,
+    levels: list[int],
+    out: Path | None,
+    sequential: bool = False,
+    pass_together: bool = False,
 ) -> Path:
     from server.launcher import http_get
     from vlab.core.runfolder import new_run_dir
@@ -790,14 +803,15 @@ def run(
     }  # fmt: skip
     print(f"gateway experiment: {', '.join(parts)}; folder {folder}", flush=True)
     steps = {
-        "passthrough": lambda: part_passthrough(folder, keys),
+        "passthrough": lambda: part_passthrough(folder, keys, together=pass_together),
         "overhead": lambda: (part_overhead if sequential else part_paired)(folder, upstream, keys, rounds, levels),
         "fairness": lambda: part_fairness(folder, upstream, keys),
     }
     for name in PARTS:
         if name in parts:
             if name == "passthrough":
-                print("[passthrough] fake SSE server, direct and through the gateway at once", flush=True)
+                how = "at once" if pass_together else "one after the other"
+                print(f"[passthrough] fake SSE server, direct and through the gateway {how}", flush=True)
             summary[name] = steps[name]()
             (folder / "summary.json").write_text(json.dumps(_json_safe(summary), indent=2) + "\n")  # so far
     summary["load_average_end"] = os.getloadavg()
@@ -826,6 +840,10 @@ def main(argv: list[str] | None = None) -> int:
         help="Overhead: all users direct, then all through the gateway (shows the server's slowdown; noisy on a "
         "shared machine) instead of half and half at the same time.",
     )  # fmt: skip
+    parser.add_argument(
+        "--pass-together", action="store_true",
+        help="Passthrough: run the direct and gateway streams at the same time (both then share the CPU).",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, help="Experiment folder (default reports/<time>-gateway-experiment).")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started in the background (SIG_IGN)
@@ -845,7 +863,7 @@ def main(argv: list[str] | None = None) -> int:
             from server.profile import load_profile
 
             with start_server(load_profile(args.profile), port=find_free_port()) as server:
-                run(server.base_url, parts, args.rounds, levels, args.out, args.sequential)
+                run(server.base_url, parts, args.rounds, levels, args.out, args.sequential, args.pass_together)
         else:
             from gateway.config import check_upstream_url
 
@@ -853,7 +871,7 @@ def main(argv: list[str] | None = None) -> int:
                 upstream = check_upstream_url(args.upstream or DEFAULT_UPSTREAM)
             except ValueError as exc:
                 raise UserError(f"--upstream: {exc}", exit_code=2) from None
-            run(upstream, parts, args.rounds, levels, args.out, args.sequential)
+            run(upstream, parts, args.rounds, levels, args.out, args.sequential, args.pass_together)
     except UserError as exc:
         print(f"gateway.experiment: error: {exc}", file=sys.stderr)
         return exc.exit_code
