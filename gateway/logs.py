@@ -2,8 +2,10 @@
 
 A request line has: `ts` (Unix seconds), `event: "request"`, `request_id` (also sent to the client as
 `x-request-id`), `key_id` (the configured id, `-` before authentication: never the key, never a header, never the
-body), `method`, `path`, `model`, `status`, `outcome` (`ok`, `rejected`, `upstream_error`, `client_disconnected`,
-`upstream_unreachable`, `upstream_timeout`), `reason` (why it was refused), and timings in ms: `admit_ms`
+body), `method`, `path`, `model`, `status` (499: the client went away first), `outcome` (`ok`; `rejected`, with
+`reason` — `auth`, `validation`, `rate_requests`, `rate_tokens`, `too_large`, `upstream_unreachable`,
+`upstream_timeout` — and `message`; `upstream_error`: vLLM answered ≥ 400; `upstream_broken`: vLLM's connection
+broke mid-body, with `error`; `client_disconnected`), and timings in ms: `admit_ms`
 (received → upstream request sent, the gateway's own work), `upstream_ttft_ms` (sent → first body bytes),
 `duration_ms` (received → last byte relayed); then `bytes`, `events`, `prompt_tokens_estimate`, `max_tokens`,
 `tokens_reserved`, `tokens_charged`, `usage_prompt_tokens`, `usage_completion_tokens`.
