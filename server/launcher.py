@@ -10,17 +10,15 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 
 from server.profile import PREPARE_HINT, ServerProfile, build_command, check_memory
+from vlab.client.http import find_free_port, http_get, port_in_use
 from vlab.core.errors import ConfigError, UserError
 from vlab.core.model_shape import ModelShape
 from vlab.core.paths import CACHE_DIR, SERVER_PYTHON
@@ -59,24 +57,6 @@ def detect_nvidia_gpu(timeout_s: float = 10.0) -> tuple[bool, str]:
     return False, f"no {dev}, {smi_note}"
 
 
-def find_free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port on `host` that is free right now (the OS picks it; a small race with other processes remains)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def port_in_use(host: str, port: int) -> bool:
-    """True if something already accepts connections on host:port (or the port cannot be bound)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return True
-    return False
-
-
 def log_tail(path: Path, lines: int = 20) -> str:
     """The last `lines` lines of a log file ('' if it cannot be read)."""
     try:
@@ -84,17 +64,6 @@ def log_tail(path: Path, lines: int = 20) -> str:
             return "".join(deque(fh, maxlen=lines)).rstrip()
     except OSError:
         return ""
-
-
-def http_get(url: str, timeout_s: float = 2.0) -> tuple[int, bytes]:
-    """GET `url`; returns (status, body). Status 0 means no HTTP answer (refused, reset, timed out)."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
-            return int(resp.status), resp.read()
-    except urllib.error.HTTPError as exc:
-        return int(exc.code), b""
-    except (urllib.error.URLError, OSError, TimeoutError):
-        return 0, b""
 
 
 class ServerProcess:

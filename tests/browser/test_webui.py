@@ -38,7 +38,7 @@ DOCS_IMG = REPO_ROOT / "docs" / "img" / "webui-llm-tab.png"
 
 # ------------------------------------------------------------------------------------------------------ unit: tail
 def _free_port() -> int:
-    from server.launcher import find_free_port
+    from vlab.client.http import find_free_port
 
     return find_free_port()
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from server.launcher import find_free_port
+from vlab.client.http import find_free_port
 from vlab.core.paths import REPO_ROOT
 from vlab.core.runfolder import REQUESTS_CSV, read_run_json
 

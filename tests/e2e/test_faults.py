@@ -171,7 +171,7 @@ def test_prompt_longer_than_the_context_is_a_real_400(vllm_base_url: str, tmp_pa
 
 
 def test_server_not_up_at_start_is_one_line_before_any_load(tmp_path: Path) -> None:
-    from server.launcher import find_free_port
+    from vlab.client.http import find_free_port
 
     with pytest.raises(UserError, match=r"cannot reach the server at http://127.0.0.1:\d+/v1/models"):
         run_with(tmp_path, f"http://127.0.0.1:{find_free_port()}")

@@ -70,8 +70,9 @@ def test_e2e_series_align_with_client_records(vllm_base_url: str, tmp_path: Path
 
 @pytest.mark.e2e
 def test_tiny_kv_profile_queues_or_preempts_at_16_users(tmp_path: Path) -> None:
-    from server.launcher import find_free_port, start_server
+    from server.launcher import start_server
     from server.profile import load_profile
+    from vlab.client.http import find_free_port
 
     server = start_server(
         load_profile("cpu-smollm2-tinykv"), port=find_free_port(), log_path=tmp_path / "server-tinykv.log"

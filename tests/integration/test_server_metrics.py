@@ -178,7 +178,7 @@ def test_server_answering_other_metrics_gives_a_note(fake_server, tmp_path: Path
 
 
 def test_unreachable_server_gives_a_note(tmp_path: Path) -> None:
-    from server.launcher import find_free_port
+    from vlab.client.http import find_free_port
 
     sampler = start_sampler(f"http://127.0.0.1:{find_free_port()}", tmp_path, 0.1, None)
     _wait_for(tmp_path / METRICS_JSON)

@@ -130,9 +130,9 @@ def test_open_loop_without_server_metrics_has_no_batch() -> None:
 
 
 def _render(ctx: dict) -> str:
-    from analysis.report import _env
+    from analysis.report import template_env
 
-    return _env().get_template("gpu.html.j2").render(gpu=ctx)
+    return template_env().get_template("gpu.html.j2").render(gpu=ctx)
 
 
 def test_context_without_gpu_is_one_line(tmp_path: Path) -> None:

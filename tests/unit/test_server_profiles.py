@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from server.launcher import find_free_port, log_tail, port_in_use
+from server.launcher import log_tail
 from server.profile import build_command, list_profiles, load_profile
+from vlab.client.http import find_free_port, port_in_use
 from vlab.core.errors import ConfigError
 from vlab.core.paths import MODELS_DIR, SERVER_PYTHON
 

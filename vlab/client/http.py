@@ -2,8 +2,9 @@
 
 `parse_base_url` is the one reading of `--host`: `http://h:p`, `http://h:p/` and `http://h:p/v1` all mean the server
 root `http://h:p`; a URL without a scheme (`127.0.0.1:8000`) is one clear error, not `unknown url type`.
-`describe_body` turns an error body into a short message: the `message` of an OpenAI/vLLM JSON error, the title of
-an HTML page (a proxy's or another web server's 404), or the first line of plain text.
+`find_free_port`, `port_in_use` and `http_get` are the small local-network helpers the launcher, the gateway and
+the tests share. `describe_body` turns an error body into a short message: the `message` of an OpenAI/vLLM JSON
+error, the title of an HTML page (a proxy's or another web server's 404), or the first line of plain text.
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ import html
 import json
 import os
 import re
+import socket
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -102,3 +106,32 @@ def describe_body(body: bytes, limit: int = 300) -> str:
         title = " ".join(html.unescape(match.group(1).decode("utf-8", "replace")).split()) if match else ""
         return f"an HTML page{': ' + title if title else ''} (not an OpenAI-compatible error)"[:limit]
     return text.splitlines()[0][:limit]
+
+
+def find_free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on `host` that is free right now (the OS picks it; a small race with other processes remains)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """True if something already accepts connections on host:port (or the port cannot be bound)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def http_get(url: str, timeout_s: float = 2.0) -> tuple[int, bytes]:
+    """GET `url`; returns (status, body). Status 0 means no HTTP answer (refused, reset, timed out)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+            return int(resp.status), resp.read()
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), b""
+    except (urllib.error.URLError, OSError, TimeoutError):
+        return 0, b""

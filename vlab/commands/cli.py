@@ -21,6 +21,7 @@ SUBCOMMAND_MODULES = (
     "vlab.commands.report",
     "vlab.commands.experiment",
     "vlab.commands.lab",
+    "vlab.commands.gateway",
     "rag.cli",
 )
 

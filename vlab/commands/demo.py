@@ -23,8 +23,9 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from server.launcher import find_free_port, start_server
+    from server.launcher import start_server
     from server.profile import load_profile
+    from vlab.client.http import find_free_port
     from vlab.commands.runner import run_locust
     from vlab.commands.sweep import report_and_table
 

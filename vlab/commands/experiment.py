@@ -80,8 +80,9 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
 def run_experiment(exp: Experiment, scenario_path: Path, profiles: tuple[str, ...], out: Path | None = None) -> Path:
     """Run the scenario once per profile (one server at a time); build and return the comparison report's path."""
     from analysis.report import build_report
-    from server.launcher import find_free_port, start_server
+    from server.launcher import start_server
     from server.profile import load_profile
+    from vlab.client.http import find_free_port
     from vlab.commands.runner import run_locust
 
     scenario = load_scenario(scenario_path)

@@ -294,8 +294,9 @@ class Servers:
         self.started: dict[str, dict[str, Any]] = {}
 
     def start(self, names: list[str]) -> None:
-        from server.launcher import DEFAULT_HEALTH_TIMEOUT_S, find_free_port, launch_server
+        from server.launcher import DEFAULT_HEALTH_TIMEOUT_S, launch_server
         from server.profile import load_profile
+        from vlab.client.http import find_free_port
 
         launched = []
         for name in names:
