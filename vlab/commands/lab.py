@@ -237,7 +237,7 @@ class Crosscheck(Experiment):
 
 
 # --------------------------------------------------------------------------------------------------- planning
-DEFAULT_ORDER = ("load", "prefill", "decode", "crosscheck", "kv", "prefix", "ladder")
+DEFAULT_ORDER = ("load", "prefill", "decode", "kv", "prefix", "ladder", "crosscheck")  # the check on the tool last
 """The base profile's experiments first: if a GPU lease ends early, the ones most of the lab rests on are done."""
 
 
@@ -292,6 +292,8 @@ class Servers:
         self.lab_dir = lab_dir
         self.running: dict[str, Any] = {}
         self.started: dict[str, dict[str, Any]] = {}
+        self.failed: dict[str, str] = {}
+        """Servers that did not become healthy: profile → why."""
 
     def start(self, names: list[str]) -> None:
         from server.launcher import DEFAULT_HEALTH_TIMEOUT_S, launch_server
@@ -310,7 +312,16 @@ class Servers:
             launched.append((name, server))
             print(f"lab: starting {name} on {server.base_url}", flush=True)
         for name, server in launched:  # servers that start together share the CPU: each gets twice the usual time
-            server.startup_s = server.wait_healthy(2 * DEFAULT_HEALTH_TIMEOUT_S)
+            try:
+                server.startup_s = server.wait_healthy(2 * DEFAULT_HEALTH_TIMEOUT_S)
+            except UserError as exc:
+                if exc.exit_code == 130 or len(launched) == 1:
+                    raise
+                # with several servers, one that fails costs only its own runs (each says why in lab.json)
+                self.failed[name] = str(exc)
+                self.stop([name])
+                print(f"lab: {name} did not start: {exc}", file=sys.stderr, flush=True)
+                continue
             self.started[name] = {"url": server.base_url, "startup_s": round(server.startup_s, 1),
                                   "log": str(server.log_path)}  # fmt: skip
             print(f"lab: {name} healthy after {server.startup_s:.0f} s", flush=True)
@@ -347,8 +358,12 @@ def _run_one(spec: RunSpec, lab_dir: Path, servers: Servers, plan: LabPlan) -> d
     run_dir = lab_dir / spec.folder
     run_dir.mkdir(parents=True, exist_ok=True)
     profile = load_profile(spec.profile)
-    host = servers.url(spec.profile)
     entry: dict[str, Any] = {**asdict(spec), "run_dir": spec.folder, "started_at": time.time()}
+    if spec.profile in servers.failed:
+        entry.update(code=1, error=f"server {spec.profile} did not start: {servers.failed[spec.profile]}",
+                     ended_at=time.time())  # fmt: skip
+        return entry
+    host = servers.url(spec.profile)
     print(f"lab: {spec.folder} ...", flush=True)
     try:
         if spec.kind == "vllm_bench":
@@ -398,6 +413,7 @@ def run_lab(plan: LabPlan, base: str, runs: list[RunSpec], lab_dir: Path, *, rep
                 servers.start([spec.profile])
             manifest["runs"].append(_run_one(spec, lab_dir, servers, plan))
             manifest["servers"] = servers.started
+            manifest["servers_failed"] = servers.failed
             _write_manifest(lab_dir, manifest)
     finally:
         for name, server in list(servers.running.items()):
