@@ -2,7 +2,8 @@
 `vlab.core.client_health`).
 
 Per level: the highest CPU share of one core any load process used, the worst gevent hub lag (ms), and a flag:
-`saturated`, `starved` or "" (timings trustworthy), as `vlab.core.client_health.classify` decides.
+the worst of its samples' (`saturated`, `blocked`, `starved` or "" for trustworthy timings, as
+`vlab.core.client_health.classify` decides for each sample), with the number of flagged samples.
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from vlab.core.client_health import classify
+from vlab.core.client_health import classify, worst
 from vlab.core.runfolder import MONITOR_CSV
 
-COLUMNS = ["level", "client_cpu_max", "client_lag_max_ms", "client_flag"]
+COLUMNS = ["level", "client_cpu_max", "client_lag_max_ms", "client_flag", "client_flagged_samples"]
 
 
 def read_samples(run_dir: Path) -> pd.DataFrame:
@@ -31,16 +32,19 @@ def read_samples(run_dir: Path) -> pd.DataFrame:
 
 
 def level_health(run_dir: Path) -> pd.DataFrame:
-    """One row per level with samples: level, client_cpu_max, client_lag_max_ms, client_flag."""
+    """One row per level with samples: level, client_cpu_max, client_lag_max_ms, client_flag,
+    client_flagged_samples."""
     samples = read_samples(run_dir)
     if samples.empty or not {"level", "cpu", "hub_lag_ms"} <= set(samples.columns):
         return pd.DataFrame(columns=COLUMNS)
     rows = []
     for level, group in samples.groupby("level"):
-        cpu, lag = float(group.cpu.max()), float(group.hub_lag_ms.max())
-        rows.append(
-            {"level": int(level), "client_cpu_max": cpu, "client_lag_max_ms": lag, "client_flag": classify(cpu, lag)}
-        )
+        flags = [classify(float(c), float(lag)) for c, lag in zip(group.cpu, group.hub_lag_ms, strict=True)]
+        rows.append({
+            "level": int(level), "client_cpu_max": float(group.cpu.max()),
+            "client_lag_max_ms": float(group.hub_lag_ms.max()), "client_flag": worst(flags),
+            "client_flagged_samples": sum(1 for f in flags if f),
+        })  # fmt: skip
     return pd.DataFrame(rows, columns=COLUMNS)
 
 

@@ -327,7 +327,7 @@ def _token_chunks(path: Path) -> Iterator[pd.DataFrame]:
         raise _bad_cell(path, _header(path), exc, {"i", "t_ms"}) from None
 
 
-BIN_S = 0.1
+BIN_S = 0.01
 """Width of the token-arrival histogram's bins, seconds."""
 
 
@@ -347,20 +347,25 @@ class TokenPass:
     t0_s: float
     arrivals: np.ndarray
 
+    def _bin(self, t: float) -> int:
+        """The bin edge nearest Unix time `t` (edges every BIN_S from t0_s), clipped to the bins held."""
+        return int(np.clip(np.rint((t - self.t0_s) / BIN_S), 0, self.arrivals.size))
+
     def tokens_between(self, lo: float, hi: float) -> float:
-        """Output tokens received in [lo, hi] (Unix s), to the bin (edges within BIN_S)."""
+        """Output tokens received in [lo, hi) (Unix s), each end taken to its nearest bin edge (within BIN_S / 2)."""
         if hi <= lo or self.arrivals.size == 0:
             return 0.0
-        a = int(np.clip(np.floor((lo - self.t0_s) / BIN_S), 0, self.arrivals.size))
-        b = int(np.clip(np.ceil((hi - self.t0_s) / BIN_S), 0, self.arrivals.size))
-        return float(self.arrivals[a:b].sum())
+        return float(self.arrivals[self._bin(lo) : self._bin(hi)].sum())
 
     def per_second(self, lo: float, hi: float) -> np.ndarray:
-        """Output tokens received in each whole second of [lo, hi] (for confidence intervals of a rate)."""
-        n = int((hi - lo) // 1.0)
+        """Output tokens received in each whole second of [lo, hi): consecutive, non-overlapping runs of 1 / BIN_S
+        bins from lo's edge (for confidence intervals of a rate; their mean is the rate over those seconds)."""
+        per = round(1.0 / BIN_S)
+        a = self._bin(lo)
+        n = (self._bin(hi) - a) // per
         if n <= 0:
             return np.empty(0)
-        return np.array([self.tokens_between(lo + k, lo + k + 1.0) for k in range(n)])
+        return self.arrivals[a : a + n * per].reshape(n, per).sum(axis=1)
 
 
 def token_pass(run: RunData, group: np.ndarray) -> TokenPass:

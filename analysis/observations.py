@@ -112,6 +112,7 @@ def _client_health(s: RunSummary) -> list[str]:
     out = []
     for flag, advice in (
         ("saturated", "add worker processes (--processes N)"),
+        ("blocked", "one long step of the client's own held its streams (the flagged samples show when)"),
         ("starved", "the machine was busy with other work: give the load generator a free core"),
     ):
         hit = t[t["client_flag"] == flag]

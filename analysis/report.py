@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import markupsafe
 import pandas as pd
 import yaml
 
@@ -74,6 +75,13 @@ def fmt_num(value: Any, digits: int = 3) -> str:
     return f"{x:.{digits}g}"
 
 
+def fmt_ci(lo: Any, hi: Any) -> markupsafe.Markup:
+    """A 95% interval as ` [lo–hi]`, or nothing when either end is missing (too few requests or windows)."""
+    if fmt_num(lo) == "—" or fmt_num(hi) == "—":
+        return markupsafe.Markup("")
+    return markupsafe.Markup(' <span class="ci">[{}–{}]</span>').format(fmt_num(lo), fmt_num(hi))
+
+
 def fmt_pct(value: Any) -> str:
     try:
         x = float(value)
@@ -98,6 +106,7 @@ def template_env() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters.update(num=fmt_num, pct=fmt_pct, when=fmt_time)
+    env.globals["ci"] = fmt_ci
     return env
 
 

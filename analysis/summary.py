@@ -178,7 +178,9 @@ def summarize_levels(run: RunData) -> tuple[pd.DataFrame, dict[int, LevelStats],
             received = tokens_in_window(first, end, np.where(ok, out_tokens, np.nan), (steady, hi))
             per_second = np.empty(0)
         rate = received / span if span > 0 else math.nan
-        ci = mean_ci(per_second) if per_second.size >= 5 else Interval(rate, math.nan, math.nan)
+        # the interval's width from the whole seconds' spread (batch means), centred on the window's own rate
+        half = mean_ci(per_second).half_width if per_second.size >= 5 else math.nan
+        ci = Interval(rate, rate - half, rate + half)
         prompt_tokens = np.where(prompt >= 0, prompt, np.where(prompt_req >= 0, prompt_req, np.nan)).astype(float)
         rec.update(
             output_tok_per_s=rate, output_tok_per_s_lo=ci.lo, output_tok_per_s_hi=ci.hi,

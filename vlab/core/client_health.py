@@ -35,14 +35,29 @@ CPU_SATURATED = 0.70
 HUB_LAG_SATURATED_MS = 20.0
 """Hub lag above which events queue noticeably in the process."""
 
-Health = Literal["", "saturated", "starved"]
+Health = Literal["", "saturated", "blocked", "starved"]
+SEVERITY: tuple[Health, ...] = ("saturated", "blocked", "starved")
+"""Flags from the worst: a level's flag is the worst of its samples'."""
 
 
-def classify(cpu: float, hub_lag_ms: float) -> Health:
-    """`saturated` (the process's own CPU passed CPU_SATURATED), `starved` (the hub lagged past HUB_LAG_SATURATED_MS
-    while the process barely ran: the machine was busy elsewhere) or "" (timings trustworthy)."""
+def classify(cpu: float, hub_lag_ms: float, period_s: float = PERIOD_S) -> Health:
+    """One sample's health:
+
+    - `saturated`: the process's own CPU reached CPU_SATURATED of a core;
+    - `blocked`: the hub lagged past HUB_LAG_SATURATED_MS and the process itself ran at least half that long in the
+      sample (cpu × period ≥ lag / 2): one long synchronous step of its own held every stream;
+    - `starved`: the hub lagged while the process barely ran: the machine was busy elsewhere;
+    - "" (timings trustworthy)."""
     if cpu >= CPU_SATURATED:
         return "saturated"
     if hub_lag_ms >= HUB_LAG_SATURATED_MS:
-        return "starved"
+        return "blocked" if cpu * period_s * 1000.0 >= hub_lag_ms / 2 else "starved"
+    return ""
+
+
+def worst(flags: list[Health]) -> Health:
+    """The most severe of several samples' flags ("" when all are fine)."""
+    for flag in SEVERITY:
+        if flag in flags:
+            return flag
     return ""

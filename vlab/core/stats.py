@@ -47,6 +47,11 @@ class Interval:
     def known(self) -> bool:
         return math.isfinite(self.lo) and math.isfinite(self.hi)
 
+    @property
+    def half_width(self) -> float:
+        """(hi − lo) / 2: the interval's half width, NaN when not computable."""
+        return (self.hi - self.lo) / 2.0
+
 
 NAN_INTERVAL = Interval(math.nan, math.nan, math.nan)
 

@@ -94,6 +94,11 @@ def describe(node: str, level: int, cpu: float, hub_lag_ms: float) -> str:
             f"load generator {node} saturated at level {level} (CPU {cpu:.0%} of a core, hub lag {hub_lag_ms:.0f} ms): "
             "client-side timings may be distorted; add worker processes (--processes N)"
         )
+    if classify(cpu, hub_lag_ms) == "blocked":
+        return (
+            f"load generator {node} blocked at level {level} (hub lag {hub_lag_ms:.0f} ms, {cpu:.0%} CPU): one long "
+            "synchronous step of the client held every stream; the records of that second may be late"
+        )
     return (
         f"load generator {node} starved at level {level} (hub lag {hub_lag_ms:.0f} ms at only {cpu:.0%} CPU): the "
         "machine is busy with other work, so sending and reading lag; run the load generator where it has a free core"

@@ -199,6 +199,27 @@ def _on_test_start(environment: Environment, **_kw: Any) -> None:
         _start_levels(ctx)
 
 
+def _cache_locust_defaults() -> None:
+    """Stop a worker's hub from stalling at every level change. On each `spawn` message a Locust worker (2.47)
+    filters the master's options with `k not in argument_parser.default_args_dict()`, which builds Locust's whole
+    argument parser once per option: ~70 parser builds, 100 ms on an H200 host's core and 400 ms on a busy CI core,
+    during which no stream of that worker is read (seen as a 100 ms hub lag on every worker at every level start
+    of the first GPU lab). The defaults do not change during a run, so one build serves every call; each call gets
+    its own copy."""
+    from locust import argument_parser
+
+    build = argument_parser.default_args_dict
+    if getattr(build, "vlab_cached", False):
+        return
+    defaults = build()
+
+    def cached() -> dict[str, Any]:
+        return dict(defaults)
+
+    cached.vlab_cached = True  # type: ignore[attr-defined]
+    argument_parser.default_args_dict = cached
+
+
 def _quiet_gc() -> None:
     """Keep the garbage collector from pausing the hub mid-stream: everything built at start-up is frozen out of
     its scans, and full collections become rare (streams allocate many short-lived small objects, which young
@@ -244,6 +265,8 @@ def _prepare_load_process(ctx: RunContext) -> None:
     ctx.monitor = ClientMonitor(ctx.node, ctx.tracker, ctx.sink.add_monitor)
     ctx.monitor.start()
     ctx.factory = factory
+    if ctx.is_worker:
+        _cache_locust_defaults()
     _quiet_gc()
 
 
