@@ -3,7 +3,9 @@
 
 Per level: the highest CPU share of one core any load process used, the worst gevent hub lag (ms), and a flag:
 the worst of its samples' (`saturated`, `blocked`, `starved` or "" for trustworthy timings, as
-`vlab.core.client_health.classify` decides for each sample), with the number of flagged samples.
+`vlab.core.client_health.classify` decides for each sample), with the number of flagged samples. Only samples with
+requests in flight count: a stall while no stream is open delays sends, which are stamped when they happen, and
+distorts no latency.
 """
 
 from __future__ import annotations
@@ -39,7 +41,12 @@ def level_health(run_dir: Path) -> pd.DataFrame:
         return pd.DataFrame(columns=COLUMNS)
     rows = []
     for level, group in samples.groupby("level"):
-        flags = [classify(float(c), float(lag)) for c, lag in zip(group.cpu, group.hub_lag_ms, strict=True)]
+        # a stall with no stream open delays only sends, which are stamped when they happen: it distorts nothing
+        busy = group.in_flight > 0 if "in_flight" in group else pd.Series(True, index=group.index)
+        flags = [
+            classify(float(c), float(lag)) if b else ""
+            for c, lag, b in zip(group.cpu, group.hub_lag_ms, busy, strict=True)
+        ]
         rows.append({
             "level": int(level), "client_cpu_max": float(group.cpu.max()),
             "client_lag_max_ms": float(group.hub_lag_ms.max()), "client_flag": worst(flags),

@@ -11,9 +11,7 @@ medians (suite / vllm bench). Target: mean TTFT, mean TPOT, mean ITL and output 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,34 +22,28 @@ import pandas as pd
 
 from server.launcher import serving
 from vlab.commands.runner import run_locust
+from vlab.commands.vllm_bench import run_vllm_bench
+from vlab.core.errors import UserError
 from vlab.core.metrics import summarize, throughput
-from vlab.core.paths import MODELS_DIR, SERVER_VENV
+from vlab.core.paths import MODELS_DIR
 from vlab.core.runfolder import LEVELS_CSV, REQUESTS_CSV, TOKENS_CSV
 from vlab.core.scenario import load_scenario
 
 METRICS = ("mean_ttft_ms", "mean_tpot_ms", "mean_itl_ms", "output_throughput")
 
 
-def run_vllm_bench(
+def bench_round(
     host: str, concurrency: int, prompts: int, input_len: int, output_len: int, out: Path, seed: int
 ) -> dict:
-    """One `vllm bench serve` round. Its random dataset is seeded: with the same seed every round (and its warm-up
-    requests) would replay the same prompts and hit the server's prefix cache — TTFT then halves. A fresh seed per
-    round and no warm-ups keep its prompts as unique as the suite's."""
-    cmd = [
-        str(SERVER_VENV / "bin" / "vllm"), "bench", "serve",
-        "--backend", "vllm", "--base-url", host, "--endpoint", "/v1/completions",
-        "--model", "smollm2", "--tokenizer", str(MODELS_DIR / "smollm2-135m-instruct"),
-        "--dataset-name", "random", "--random-input-len", str(input_len), "--random-output-len", str(output_len),
-        "--random-range-ratio", "0", "--ignore-eos", "--num-prompts", str(prompts),
-        "--max-concurrency", str(concurrency), "--request-rate", "inf", "--num-warmups", "0", "--seed", str(seed),
-        "--save-result", "--result-dir", str(out.parent), "--result-filename", out.name, "--disable-tqdm",
-    ]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
-    if proc.returncode != 0:
-        sys.exit(f"vllm bench serve failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
-    result = json.loads(out.read_text())
-    return {k: float(result[k]) for k in METRICS}
+    """One `vllm bench serve` round (`vlab.commands.vllm_bench`: fresh seed, no warm-ups, the suite's temperature)."""
+    try:
+        run = run_vllm_bench(
+            host, "smollm2", str(MODELS_DIR / "smollm2-135m-instruct"), concurrency=concurrency, prompts=prompts,
+            input_len=input_len, output_len=output_len, out=out, seed=seed,
+        )  # fmt: skip
+    except UserError as exc:
+        sys.exit(str(exc))
+    return {k: run.result[k] for k in METRICS}
 
 
 def run_suite(
@@ -108,7 +100,7 @@ def main() -> int:
         results: dict[str, list[dict]] = {"vllm bench": [], "suite": []}
         with tempfile.TemporaryDirectory() as tmp:
             for r in range(args.rounds):
-                vb = run_vllm_bench(
+                vb = bench_round(
                     host,
                     args.concurrency,
                     args.prompts,

@@ -24,8 +24,9 @@ def test_a_stall_of_the_clients_own_is_blocked_not_starved() -> None:
 
 
 def test_a_level_flag_is_its_worst_sample(tmp_path: Path) -> None:
-    rows = [(0, 0.10, 1.0), (0, 0.12, 1.2), (1, 0.14, 100.0), (1, 0.05, 1.0), (1, 0.01, 60.0)]
-    lines = [f"{i}.0,n1,{lv},{cpu},{lag},0,0,,,,\n" for i, (lv, cpu, lag) in enumerate(rows)]
+    # (level, cpu, lag ms, in flight): level 0's stall came before any stream was open
+    rows = [(0, 0.10, 90.0, 0), (0, 0.12, 1.2, 4), (1, 0.14, 100.0, 4), (1, 0.05, 1.0, 4), (1, 0.01, 60.0, 4)]
+    lines = [f"{i}.0,n1,{lv},{cpu},{lag},0,{n},,,,\n" for i, (lv, cpu, lag, n) in enumerate(rows)]
     (tmp_path / MONITOR_CSV).write_text(MONITOR_HEADER + "".join(lines))
     health = level_health(tmp_path).set_index("level")
     assert health.loc[0, "client_flag"] == "" and health.loc[0, "client_flagged_samples"] == 0

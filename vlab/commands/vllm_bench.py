@@ -2,7 +2,11 @@
 
 It runs as `SERVER_PYTHON -m vllm.entrypoints.cli.main bench serve ...` (the server venv, or the GPU host's stand-in
 venv), with a random dataset of fixed lengths, `--ignore-eos`, no warm-ups and a fresh seed per call: with one seed
-every call (and its warm-ups) would replay the same prompts and hit the server's prefix cache.
+every call (and its warm-ups) would replay the same prompts and hit the server's prefix cache. `--temperature` is
+always sent (the suite's, 0 by default): since vLLM 0.2x, `vllm bench serve` leaves sampling to the server's defaults
+(a model's generation_config: Qwen2's is temperature 0.7, top-p 0.8, top-k 20), a different and costlier request
+than the suite's greedy one; on the H200 its first sampled batch stalled the server for seconds (TTFT p99 7.7 s at
+64 concurrent against the suite's 0.23 s p50; docs/gpu.md).
 
 Definitions (vLLM's, `vllm/benchmarks/serve.py`): TTFT from the send to the first chunk (role chunks included: the
 suite's `first_chunk_ms`), TPOT = (E2E − TTFT) / (output tokens − 1), ITL per SSE event, output throughput = output
@@ -44,6 +48,7 @@ def run_vllm_bench(
     out: Path,
     seed: int,
     endpoint: str = "/v1/completions",
+    temperature: float = 0.0,
     timeout_s: float = 900.0,
 ) -> BenchRun:
     """Run one `vllm bench serve` at `concurrency` with `prompts` requests; its JSON result goes to `out`."""
@@ -54,7 +59,7 @@ def run_vllm_bench(
         "--dataset-name", "random", "--random-input-len", str(input_len), "--random-output-len", str(output_len),
         "--random-range-ratio", "0", "--ignore-eos", "--num-prompts", str(prompts),
         "--max-concurrency", str(concurrency), "--request-rate", "inf", "--num-warmups", "0", "--seed", str(seed),
-        "--percentile-metrics", "ttft,tpot,itl,e2el",
+        "--temperature", f"{temperature:g}", "--percentile-metrics", "ttft,tpot,itl,e2el",
         "--save-result", "--result-dir", str(out.parent), "--result-filename", out.name, "--disable-tqdm",
     ]  # fmt: skip
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
