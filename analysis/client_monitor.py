@@ -18,7 +18,7 @@ import pandas as pd
 from vlab.core.client_health import classify, worst
 from vlab.core.runfolder import MONITOR_CSV
 
-COLUMNS = ["level", "client_cpu_max", "client_lag_max_ms", "client_flag", "client_flagged_samples"]
+COLUMNS = ["level", "client_cpu_max", "client_lag_max_ms", "client_flag", "client_flagged_samples", "client_samples"]
 
 
 def read_samples(run_dir: Path) -> pd.DataFrame:
@@ -35,7 +35,7 @@ def read_samples(run_dir: Path) -> pd.DataFrame:
 
 def level_health(run_dir: Path) -> pd.DataFrame:
     """One row per level with samples: level, client_cpu_max, client_lag_max_ms, client_flag,
-    client_flagged_samples."""
+    client_flagged_samples and client_samples (one per process per PERIOD_S)."""
     samples = read_samples(run_dir)
     if samples.empty or not {"level", "cpu", "hub_lag_ms"} <= set(samples.columns):
         return pd.DataFrame(columns=COLUMNS)
@@ -50,7 +50,7 @@ def level_health(run_dir: Path) -> pd.DataFrame:
         rows.append({
             "level": int(level), "client_cpu_max": float(group.cpu.max()),
             "client_lag_max_ms": float(group.hub_lag_ms.max()), "client_flag": worst(flags),
-            "client_flagged_samples": sum(1 for f in flags if f),
+            "client_flagged_samples": sum(1 for f in flags if f), "client_samples": len(flags),
         })  # fmt: skip
     return pd.DataFrame(rows, columns=COLUMNS)
 

@@ -1,10 +1,11 @@
 """The lab's index page (`vlab lab`): one section per experiment with its headline table, what it shows, and links
-to every run's report and the experiment's comparison.
+to every run's report and the experiment's comparison; `results.md` holds the same tables in Markdown.
 
 Tables per experiment, from the runs' summaries (`analysis.pipeline.analyze`); times in ms, [lo–hi] = 95% intervals:
 
 - load: per level TTFT p50, ITL p50, E2E p50, output tok/s, SLO fraction; the decode floor ratio (ITL p50 / the
-  bandwidth floor of a decode step at that batch, `analysis.gpu`) where the physical limit is known.
+  bandwidth floor of a decode step at that batch, `analysis.gpu`) where the physical limit is known; J per output
+  token (the GPU's energy over the level's window / the output tokens received in it) where NVML gave energy.
 - prefill: per prompt length (the requests' `prompt_tokens_requested`): TTFT p50 and prefill tok/s = length / TTFT
   p50, and TTFT p50 / the compute floor 2 · parameters · length / peak FLOP/s.
 - decode: per batch ITL p50 [CI], output tok/s, the decode floor and ITL p50 / floor.
@@ -32,6 +33,8 @@ from vlab.core.server_facts import read_server_facts
 from vlab.core.stats import quantile_ci
 
 INDEX_HTML = "index.html"
+RESULTS_MD = "results.md"
+"""The index's tables as Markdown, for docs (the same numbers as index.html)."""
 
 
 def _level_rows(s: RunSummary) -> list[dict[str, Any]]:
@@ -39,22 +42,34 @@ def _level_rows(s: RunSummary) -> list[dict[str, Any]]:
     srv = {}
     if s.server is not None and s.server.available:
         srv = {int(r["level"]): r for r in s.server.table.to_dict(orient="records")}
+    energy = {int(r["level"]): r for r in (s.gpu.get("energy_rows") or [])} if s.gpu else {}
     rows = []
     for r in s.table.to_dict(orient="records"):
         lv = int(r["level"])
-        lim, sv = limit.get(lv, {}), srv.get(lv, {})
+        lim, sv, en = limit.get(lv, {}), srv.get(lv, {}), energy.get(lv, {})
         rows.append({
             **{k: r.get(k) for k in (
                 "level", "target", "n_measured", "ttft_p50", "ttft_p50_lo", "ttft_p50_hi", "itl_p50", "itl_p50_lo",
                 "itl_p50_hi", "e2e_p50", "output_tok_per_s", "output_tok_per_s_lo", "output_tok_per_s_hi",
                 "slo_fraction", "first_chunk_mean", "tpot_mean", "itl_mean", "n_failed", "n_cut_off", "client_flag",
+                "client_flagged_samples", "client_samples",
             )},
             "floor_ms": lim.get("floor_ms"), "floor_ratio": lim.get("ratio"), "verdict": lim.get("verdict"),
             "max_waiting": sv.get("max_waiting"), "peak_kv_usage": sv.get("peak_kv_usage"),
             "preemptions": sv.get("preemptions"), "prefix_hit_rate": sv.get("prefix_hit_rate"),
             "server_gen_tok_per_s": sv.get("server_gen_tok_per_s"),
+            "j_per_token": _per_token(en.get("energy_j"), en.get("output_tokens")),
         })  # fmt: skip
     return rows
+
+
+def _per_token(energy_j: Any, tokens: Any) -> float:
+    """J per output token over a level's window (`analysis.gpu.energy_table`), NaN without GPU energy."""
+    try:
+        e, n = float(energy_j), float(tokens)
+    except (TypeError, ValueError):
+        return math.nan
+    return e / n if n > 0 and math.isfinite(e) else math.nan
 
 
 def prefill_rows(s: RunSummary) -> list[dict[str, Any]]:
@@ -83,11 +98,16 @@ def prefill_rows(s: RunSummary) -> list[dict[str, Any]]:
 
 
 def identical_rows(s: RunSummary) -> dict[str, Any]:
-    """The identical-prompts test: each request's E2E (ms) and the wall time first send → last token (s)."""
+    """The identical-prompts test: the first wave only, one request per user, all sent at once (a level lasts at
+    least its shortest time, so its users may send a second wave, `n_later`): each request's E2E (ms) and the wall
+    time first send → last token (s)."""
     req = s.run.requests
-    ok = req[req["ok"]]
+    users = int(s.run.levels["target"].iloc[0]) if len(s.run.levels) else 0
+    ok = req[req["ok"]].sort_values("t_start_s")
+    later = max(len(ok) - users, 0)
+    ok = ok.head(users)
     if ok.empty:
-        return {"n": 0}
+        return {"n": 0, "n_later": later}
     start = ok["t_start_s"].to_numpy()
     end = ok["end_s"].to_numpy()
     return {
@@ -96,6 +116,7 @@ def identical_rows(s: RunSummary) -> dict[str, Any]:
         "e2e_mean_ms": float(ok["e2e_ms"].mean()),
         "wall_s": float(np.max(end) - np.min(start)),
         "ttft_ms": [float(v) for v in ok["ttft_ms"]],
+        "n_later": later,
     }
 
 
@@ -155,11 +176,14 @@ def write_lab_index(
             "compare": f"{name}/compare.html" if compare.is_file() else None,
             "crosscheck": crosscheck_rows(manifest, summaries) if name == "crosscheck" else [],
         })  # fmt: skip
-    html = template_env().get_template("lab.html.j2").render(
+    env = template_env()
+    context = dict(
         manifest=manifest, sections=sections, servers=manifest.get("servers") or {},
-        started=fmt_time(manifest.get("started_at")), ended=fmt_time(manifest.get("ended_at")),
-        generated=fmt_time(time.time()),
+        failed=manifest.get("servers_failed") or {}, started=fmt_time(manifest.get("started_at")),
+        ended=fmt_time(manifest.get("ended_at")), generated=fmt_time(time.time()),
     )  # fmt: skip
+    markdown = env.overlay(autoescape=False).get_template("lab.md.j2").render(**context)
+    (lab_dir / RESULTS_MD).write_text(markdown, encoding="utf-8")
     out = lab_dir / INDEX_HTML
-    out.write_text(html, encoding="utf-8")
+    out.write_text(env.get_template("lab.html.j2").render(**context), encoding="utf-8")
     return out
