@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from vlab.core.metrics import summarize
+from vlab.core.records import COLUMNS
 from vlab.core.runfolder import MONITOR_CSV, REQUESTS_CSV, RUN_JSON, SERVER_METRICS_CSV
 from vlab.core.tail import CsvTail
 
@@ -25,13 +26,13 @@ RATE_WINDOW = 3
 """Slots averaged for the rate series (output tokens/s, requests/s): 3 × 2 s = the trailing 6 s."""
 MAX_POINTS = 1800
 """Points kept per chart: 1800 × 2 s = the last hour."""
-TABLE_METRICS: tuple[tuple[str, str], ...] = (
-    ("ttft", "TTFT ms"),
-    ("itl_mean", "ITL mean ms"),
-    ("tpot", "TPOT ms"),
-    ("e2e", "E2E ms"),
+TABLE_COLUMNS: tuple[str, ...] = ("ttft_ms", "itl_mean_ms", "tpot_ms", "e2e_ms")
+"""The record columns (`vlab.core.records.COLUMNS`, all in ms) of the live percentile tables: add one here to show
+it live."""
+TABLE_METRICS: tuple[tuple[str, str], ...] = tuple(
+    (name.removesuffix("_ms"), f"{COLUMNS[name].label} {COLUMNS[name].unit}") for name in TABLE_COLUMNS
 )
-"""Per-request metrics of the percentile tables: key in `RecordTail.cols` → label (all in milliseconds)."""
+"""Key in `RecordTail.cols` (the column without `_ms`) → label, both from the record's declaration."""
 STATS: tuple[str, ...] = ("n", "mean", "p50", "p90", "p95", "p99", "p999", "max")
 
 
@@ -92,7 +93,7 @@ class RecordTail:
         self.requests = CsvTail(run_dir / REQUESTS_CSV)
         self.server = CsvTail(run_dir / SERVER_METRICS_CSV)
         self.monitor = CsvTail(run_dir / MONITOR_CSV)
-        self.cols: dict[str, list[float]] = {k: [] for k in ("level", "ok", "ttft", "e2e", "itl_mean", "tpot")}
+        self.cols: dict[str, list[float]] = {k: [] for k in ("level", "ok", *(key for key, _ in TABLE_METRICS))}
         """Per request, in file order: level index, ok (1/0) and the metrics in ms (NaN when undefined)."""
         self.endpoint: list[str] = []
         self.nodes: dict[str, int] = {}
@@ -130,7 +131,8 @@ class RecordTail:
     def _add_requests(self, rows: list[list[str]], idx: dict[str, int]) -> None:
         i_end, i_node, i_level, i_ok = idx["endpoint"], idx["node"], idx["level"], idx["ok"]
         i_start, i_ttft, i_e2e = idx["t_start_s"], idx["ttft_ms"], idx["e2e_ms"]
-        i_itl, i_tpot, i_out = idx["itl_mean_ms"], idx["tpot_ms"], idx["completion_tokens"]
+        i_itl, i_out = idx["itl_mean_ms"], idx["completion_tokens"]
+        table = [(key, idx.get(name)) for (key, _), name in zip(TABLE_METRICS, TABLE_COLUMNS, strict=True)]
         width = len(idx)
         for row in rows:
             if len(row) != width:
@@ -142,10 +144,8 @@ class RecordTail:
             self.nodes[row[i_node]] = self.nodes.get(row[i_node], 0) + 1
             self.cols["level"].append(_num(row[i_level]))
             self.cols["ok"].append(1.0 if ok else 0.0)
-            self.cols["ttft"].append(ttft)
-            self.cols["e2e"].append(e2e)
-            self.cols["itl_mean"].append(itl)
-            self.cols["tpot"].append(_num(row[i_tpot]))
+            for key, i in table:  # a column older runs lack reads as NaN
+                self.cols[key].append(_num(row[i]) if i is not None else math.nan)
             if not math.isfinite(t_start):
                 continue
             t_end = t_start + e2e / 1000.0 if math.isfinite(e2e) else t_start
