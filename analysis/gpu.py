@@ -24,7 +24,6 @@ over frames, for tests and notebooks.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from io import StringIO
@@ -35,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from vlab.core.hardware import Card, card_for
+from vlab.core.jsonsafe import read_json_object
 from vlab.core.model_shape import ModelShape
 from vlab.core.physical_limit import decode_floor, prefill_floor, ratio, verdict
 from vlab.core.server_facts import ServerFacts, read_server_facts
@@ -69,14 +69,7 @@ def load_gpu_metrics(run_dir: Path | str) -> GpuSeries:
     """Read gpu_metrics.csv/json of a run folder. Never raises: missing or unusable files give `available=False`
     with a one-line reason."""
     run_dir = Path(run_dir)
-    info: dict[str, Any] = {}
-    note = run_dir / GPU_JSON
-    if note.is_file():
-        try:
-            loaded = json.loads(note.read_text(encoding="utf-8"))
-            info = loaded if isinstance(loaded, dict) else {}
-        except (OSError, ValueError):
-            info = {}
+    info = read_json_object(run_dir / GPU_JSON)
     csv = run_dir / GPU_CSV
     if not csv.is_file():
         reason = str(info.get("reason") or "") or "no gpu_metrics.csv in the run folder (no GPU sampler ran)"

@@ -21,7 +21,6 @@ Definitions (all times wall-clock Unix seconds; a sample's time `t_s` is the mid
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from vlab.core.jsonsafe import read_json_object
 from vlab.core.runfolder import SERVER_METRICS_CSV as METRICS_CSV
 from vlab.core.runfolder import SERVER_METRICS_JSON as METRICS_JSON
 from vlab.core.telemetry import SERVER_COUNTERS, SERVER_HISTOGRAMS
@@ -83,14 +83,7 @@ def load_server_metrics(run_dir: Path | str) -> ServerSeries:
     """Read server_metrics.csv/json of a run folder. Never raises: a missing or unusable file gives
     `available=False` with a one-line reason."""
     run_dir = Path(run_dir)
-    info: dict[str, Any] = {}
-    note = run_dir / METRICS_JSON
-    if note.is_file():
-        try:
-            loaded = json.loads(note.read_text(encoding="utf-8"))
-            info = loaded if isinstance(loaded, dict) else {}
-        except (OSError, ValueError):
-            info = {}
+    info = read_json_object(run_dir / METRICS_JSON)
     csv = run_dir / METRICS_CSV
     if not csv.is_file():
         reason = str(info.get("reason") or "")

@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from vlab.core.errors import ConfigError
+from vlab.core.yamlfile import read_yaml
 
 HASH_SCHEME = "sha256"
 _HASH_RE = re.compile(r"^sha256:([0-9a-f]{32}):([0-9a-f]{64})$")
@@ -226,19 +226,7 @@ def parse_config(data: Any, source: str) -> GatewayConfig:
 def load_config(path: str | Path, *, upstream: str | None = None) -> GatewayConfig:
     """Read and validate a config file; `upstream` (e.g. a server just started) replaces the file's upstream."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: gateway config file not found") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{path}:{where}: YAML syntax error: {problem}") from None
+    data = read_yaml(path, "gateway config file")
     if upstream is not None and isinstance(data, dict):
         data = {**data, "upstream": upstream}
     config = parse_config(data, str(path))

@@ -22,7 +22,6 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from vlab.core.errors import ConfigError
@@ -30,6 +29,7 @@ from vlab.core.hardware import card_for, card_keys
 from vlab.core.model_shape import ModelShape
 from vlab.core.paths import CACHE_DIR, MODELS_DIR, REPO_ROOT, SERVER_PYTHON, SERVER_VENV
 from vlab.core.physical_limit import KvBudget, derive_kv_budget, gib
+from vlab.core.yamlfile import read_yaml
 
 PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"
@@ -281,15 +281,7 @@ def load_profile(name_or_path: str | Path) -> ServerProfile:
         source = str(path.resolve().relative_to(REPO_ROOT))
     except ValueError:
         source = str(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{source}:{where}: invalid YAML: {problem}") from None
-    except OSError as exc:
-        raise ConfigError(f"{source}: cannot read: {exc.strerror}") from None
+    data = read_yaml(path, "server profile", shown=source)
     profile = parse_profile(data, source)
     try:
         check_memory(profile)

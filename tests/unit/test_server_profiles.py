@@ -89,7 +89,7 @@ def test_wrong_type_and_device_mismatch(tmp_path: Path) -> None:
         load_profile(_write(tmp_path, BASE.replace("64", "'lots'")))
     with pytest.raises(ConfigError, match="gpu_memory_utilization"):
         load_profile(_write(tmp_path, BASE + "gpu_memory_utilization: 0.5\n"))
-    with pytest.raises(ConfigError, match="invalid YAML"):
+    with pytest.raises(ConfigError, match="YAML syntax error"):
         load_profile(_write(tmp_path, BASE + "env: [unclosed\n"))
     with pytest.raises(ConfigError, match="unknown profile"):
         load_profile("no-such-profile")

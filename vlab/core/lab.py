@@ -22,11 +22,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from vlab.core.errors import ConfigError
 from vlab.core.paths import SCENARIOS_DIR
+from vlab.core.yamlfile import read_yaml
 
 LAB_PLANS_DIR = SCENARIOS_DIR / "lab"
 
@@ -133,13 +133,10 @@ def load_lab_plan(name_or_path: str | Path) -> LabPlan:
     """A plan by name (scenarios/lab/<name>.yaml) or path; every problem is one `ConfigError` line."""
     text = str(name_or_path)
     path = Path(text) if text.endswith((".yaml", ".yml")) or "/" in text else LAB_PLANS_DIR / f"{text}.yaml"
-    try:
-        raw: Any = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
+    if not path.exists():
         known = ", ".join(sorted(p.stem for p in LAB_PLANS_DIR.glob("*.yaml")))
-        raise ConfigError(f"{path}: lab plan not found (known: {known})") from None
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: cannot read the lab plan: {str(exc).splitlines()[0]}") from None
+        raise ConfigError(f"{path}: lab plan not found (known: {known})")
+    raw: Any = read_yaml(path, "lab plan")
     try:
         return LabPlan.model_validate(raw)
     except ValidationError as exc:

@@ -24,6 +24,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from vlab.core.arrivals import ARRIVAL_LAWS
 from vlab.core.errors import ConfigError
+from vlab.core.yamlfile import read_yaml
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _DURATION_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -499,19 +500,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...])
 
 def read_scenario_file(path: Path) -> dict[str, Any]:
     """The scenario file's YAML mapping; unreadable files and YAML syntax errors are one `ConfigError` line."""
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: scenario file not found") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read scenario file ({exc.strerror})") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{path}:{where}: YAML syntax error: {problem}") from None
+    raw = read_yaml(path, "scenario file")
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of scenario keys at the top level")
     return raw

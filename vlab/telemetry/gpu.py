@@ -47,7 +47,7 @@ from types import FrameType
 from typing import Any
 
 from vlab.core.hardware import card_for
-from vlab.telemetry.process import SamplerProcess, spawn_sampler, write_note
+from vlab.telemetry.process import SamplerProcess, sampling_cost, spawn_sampler, write_note
 
 GPU_CSV = "gpu_metrics.csv"
 GPU_JSON = "gpu_metrics.json"
@@ -285,18 +285,6 @@ def _cell(value: float) -> str:
     return str(int(value)) if value == int(value) and abs(value) < 1e15 else f"{value:.6f}".rstrip("0").rstrip(".")
 
 
-def _cost(cpu_ms: list[float], wall_ms: list[float]) -> dict[str, float | None]:
-    """Mean and p95 CPU ms per sample (all GPUs, read + write), and mean wall ms per sample."""
-    if not cpu_ms:
-        return {"cpu_ms_mean": None, "cpu_ms_p95": None, "wall_ms_mean": None}
-    ordered = sorted(cpu_ms)
-    return {
-        "cpu_ms_mean": round(sum(cpu_ms) / len(cpu_ms), 4),
-        "cpu_ms_p95": round(ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))], 4),
-        "wall_ms_mean": round(sum(wall_ms) / len(wall_ms), 4),
-    }
-
-
 @contextlib.contextmanager
 def opened(nvml: Nvml) -> Iterator[Nvml]:
     """nvmlInit … nvmlShutdown."""
@@ -438,7 +426,13 @@ def _loop(
                 final = True  # one last sample, so the energy deltas cover the run's very end
     for entry, dev in zip(note.get("devices", []), devices, strict=False):
         entry["compute_processes_at_end"] = nvml.compute_processes(dev.handle)
-    note.update(ended_at=time.time(), samples=samples, errors=errors, last_error=last_error, cost=_cost(cpu, wall))
+    note.update(
+        ended_at=time.time(),
+        samples=samples,
+        errors=errors,
+        last_error=last_error,
+        cost=sampling_cost(cpu, wall, digits=4),
+    )
 
 
 # -------------------------------------------------------------------------------------------- the Locust-side handle

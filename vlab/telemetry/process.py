@@ -27,6 +27,19 @@ def write_note(path: Path, data: dict[str, object]) -> None:
     os.replace(tmp, path)
 
 
+def sampling_cost(cpu_ms: list[float], wall_ms: list[float], digits: int = 3) -> dict[str, float | None]:
+    """A sampler's cost for its note: mean and p95 CPU ms per sample (the sampler process's), mean wall ms per
+    sample; None without samples."""
+    if not cpu_ms:
+        return {"cpu_ms_mean": None, "cpu_ms_p95": None, "wall_ms_mean": None}
+    ordered = sorted(cpu_ms)
+    return {
+        "cpu_ms_mean": round(sum(cpu_ms) / len(cpu_ms), digits),
+        "cpu_ms_p95": round(ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))], digits),
+        "wall_ms_mean": round(sum(wall_ms) / len(wall_ms), digits),
+    }
+
+
 class SamplerProcess:
     """The sampler child process (its own process group). `stop()` ends it and is safe to call twice."""
 

@@ -46,7 +46,7 @@ from vlab.core.runfolder import SERVER_METRICS_CSV as METRICS_CSV
 from vlab.core.runfolder import SERVER_METRICS_JSON as METRICS_JSON
 from vlab.core.runfolder import SERVER_METRICS_LOG as METRICS_LOG
 from vlab.core.telemetry import SERVER_COLUMNS, SERVER_COUNTERS, SERVER_CSV_HEADER, SERVER_GAUGES, SERVER_HISTOGRAMS
-from vlab.telemetry.process import SamplerProcess, spawn_sampler, write_note
+from vlab.telemetry.process import SamplerProcess, sampling_cost, spawn_sampler, write_note
 
 API_KEY_ENV = "VLAB_METRICS_API_KEY"
 """The API key reaches the sampler through this environment variable, never its command line."""
@@ -365,21 +365,11 @@ def sample_loop(
             if state.stop:
                 final = True  # one last sample, so the deltas cover the run's very end
     fetcher.close()
-    note.update(ended_at=time.time(), samples=samples, errors=errors, last_error=last_error, cost=_cost(cpu, wall))
+    note.update(
+        ended_at=time.time(), samples=samples, errors=errors, last_error=last_error, cost=sampling_cost(cpu, wall)
+    )
     write_note(note_path, note)
     return 0
-
-
-def _cost(cpu_ms: list[float], wall_ms: list[float]) -> dict[str, float | None]:
-    """Mean and p95 CPU ms per sample (sampler process), and mean wall ms per scrape."""
-    if not cpu_ms:
-        return {"cpu_ms_mean": None, "cpu_ms_p95": None, "wall_ms_mean": None}
-    ordered = sorted(cpu_ms)
-    return {
-        "cpu_ms_mean": round(sum(cpu_ms) / len(cpu_ms), 3),
-        "cpu_ms_p95": round(ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))], 3),
-        "wall_ms_mean": round(sum(wall_ms) / len(wall_ms), 3),
-    }
 
 
 # ------------------------------------------------------------------------------------------ the Locust-side handle
