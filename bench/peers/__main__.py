@@ -1,0 +1,149 @@
+"""`python -m bench.peers`: install the peers, or run the head-to-head benches and print the tables.
+
+    .venv/bin/python -m bench.peers install [TOOL ...] [--force]
+    .venv/bin/python -m bench.peers run --smoke                        # seconds per tool; exit 1 if one is broken
+    .venv/bin/python -m bench.peers run [--bench 1,2,3] [--tools suite,aiperf] [--out reports/peers-<time>]
+
+A run folder holds `results.json` (every number, the machine, load averages before and after, versions),
+`tables.md`, and per bench, load and tool a folder with the tool's command line, version and raw output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+from bench.peers import install
+from bench.peers.benches import AgreementPlan, CapacityPlan, Cores, bench_agreement, bench_capacity, bench_edges, smoke
+from bench.peers.common import REPO
+from bench.peers.execute import tool_version
+from bench.peers.report import agreement_table, capacity_ratios, capacity_table, edge_table
+from bench.peers.tools import TOOLS
+
+
+def _log(line: str) -> None:
+    print(line, flush=True)
+
+
+def _jsonable(obj: object) -> object:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {k: _jsonable(v) for k, v in dataclasses.asdict(obj).items()}
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, float) and obj != obj:
+        return None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def _machine() -> dict:
+    return {
+        "host": platform.node(),
+        "cpus": os.cpu_count(),
+        "affinity": sorted(os.sched_getaffinity(0)),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "loadavg": list(os.getloadavg()),
+        "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    tools = [t.strip() for t in args.tools.split(",") if t.strip()]
+    unknown = [t for t in tools if t not in TOOLS]
+    if unknown:
+        print(f"bench.peers run: unknown tool {unknown[0]!r} (known: {', '.join(TOOLS)})", file=sys.stderr)
+        return 2
+    if len(os.sched_getaffinity(0)) < 2:
+        print("bench.peers run: needs two cores (tools on one, the fake server on the other)", file=sys.stderr)
+        return 2
+    out = Path(args.out or REPO / "reports" / time.strftime("peers-%Y%m%d-%H%M%S"))
+    out.mkdir(parents=True, exist_ok=True)
+    cores = Cores(client=args.client_cpus, server=args.server_cpu)
+    results: dict = {"machine_before": _machine(), "command": " ".join(sys.argv), "tools": {}}
+    for t in tools:
+        try:
+            results["tools"][t] = tool_version(t)
+        except install.PeerError as exc:
+            results["tools"][t] = f"not installed: {exc}"
+    _log(f"bench.peers: results in {out}")
+    if args.smoke:
+        status = smoke(tools, out, cores, _log)
+        results["smoke"] = status
+        (out / "results.json").write_text(json.dumps(_jsonable(results), indent=1))
+        broken = [t for t, s in status.items() if s.startswith("BROKEN")]
+        if broken:
+            print(f"\nbench.peers smoke: BROKEN: {', '.join(broken)}", file=sys.stderr)
+            return 1
+        print("\nbench.peers smoke: every tool ran and matched the server's truth")
+        return 0
+    benches = {int(b) for b in args.bench.split(",")}
+    tables: list[str] = []
+    if 1 in benches:
+        plan = CapacityPlan()
+        if args.streams:
+            plan = dataclasses.replace(plan, streams=tuple(int(x) for x in args.streams.split(",")))
+        if args.modes:
+            modes = tuple(args.modes.split(","))
+            plan = dataclasses.replace(
+                plan,
+                modes=tuple(m for m in modes if m != "bulk"),
+                bulk_streams=plan.bulk_streams if "bulk" in modes else 0,
+            )
+        cap = bench_capacity(tools, plan, out, cores, _log)
+        results["bench1"] = {"plan": plan, "results": cap}
+        tables += ["## Bench 1: client capacity and timing truth (fake server)", capacity_table(cap),
+                   "", "Suite / best peer:", capacity_ratios(cap)]  # fmt: skip
+        (out / "results.json").write_text(json.dumps(_jsonable(results), indent=1))
+    if 2 in benches:
+        edges = bench_edges(tools, out, cores, _log)
+        results["bench2"] = edges
+        tables += ["## Bench 2: edge cases (fake server; ✓ = within max(2 ms, 5%) of the truth)", edge_table(edges)]
+        (out / "results.json").write_text(json.dumps(_jsonable(results), indent=1))
+    if 3 in benches:
+        plan3 = AgreementPlan(url=args.real_url)
+        agree = bench_agreement(tools, plan3, out, cores, _log)
+        results["bench3"] = {"plan": plan3, "results": agree}
+        tables += [f"## Bench 3: agreement on a real server ({plan3.url})", agreement_table(agree)]
+    results["machine_after"] = _machine()
+    (out / "results.json").write_text(json.dumps(_jsonable(results), indent=1))
+    text = "\n\n".join(tables)
+    (out / "tables.md").write_text(text + "\n")
+    print("\n" + text)
+    print(f"\nload average before {results['machine_before']['loadavg']}, after {results['machine_after']['loadavg']}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.peers", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_install = sub.add_parser("install", help="Install the peers (idempotent).")
+    p_install.add_argument("names", nargs="*")
+    p_install.add_argument("--force", action="store_true")
+    p_run = sub.add_parser("run", help="Run the benches.")
+    p_run.add_argument("--smoke", action="store_true", help="Seconds per tool; fails loudly if one is broken.")
+    p_run.add_argument("--bench", default="1,2,3")
+    p_run.add_argument("--tools", default=",".join(TOOLS))
+    p_run.add_argument("--out", help="Results folder (default reports/peers-<time>).")
+    p_run.add_argument("--streams", help="Bench 1 stream counts (default 50,200,500,1000).")
+    p_run.add_argument("--modes", help="Bench 1 modes (default bulk,staggered,lockstep).")
+    p_run.add_argument("--real-url", default="http://127.0.0.1:8100", help="Bench 3's vLLM server.")
+    p_run.add_argument("--client-cpus", default="0", help="taskset list for the tools (default 0).")
+    p_run.add_argument("--server-cpu", type=int, default=1, help="Core for the fake server (default 1).")
+    args = parser.parse_args(argv)
+    if args.command == "install":
+        return install.main(args.names, force=args.force)
+    return cmd_run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
