@@ -20,7 +20,16 @@ import time
 from pathlib import Path
 
 from bench.peers import install
-from bench.peers.benches import AgreementPlan, CapacityPlan, Cores, bench_agreement, bench_capacity, bench_edges, smoke
+from bench.peers.benches import (
+    EDGE_CASES,
+    AgreementPlan,
+    CapacityPlan,
+    Cores,
+    bench_agreement,
+    bench_capacity,
+    bench_edges,
+    smoke,
+)
 from bench.peers.common import REPO
 from bench.peers.execute import tool_version
 from bench.peers.report import agreement_table, capacity_ratios, capacity_table, edge_table
@@ -105,7 +114,11 @@ def cmd_run(args: argparse.Namespace) -> int:
                    "", "Suite / best peer:", capacity_ratios(cap)]  # fmt: skip
         (out / "results.json").write_text(json.dumps(_jsonable(results), indent=1))
     if 2 in benches:
-        edges = bench_edges(tools, out, cores, _log)
+        cases = EDGE_CASES
+        if args.cases:
+            wanted = args.cases.split(",")
+            cases = tuple(c for c in EDGE_CASES if c.name in wanted)
+        edges = bench_edges(tools, out, cores, _log, cases)
         results["bench2"] = edges
         tables += ["## Bench 2: edge cases (fake server; ✓ = within max(2 ms, 5%) of the truth)", edge_table(edges)]
         (out / "results.json").write_text(json.dumps(_jsonable(results), indent=1))
@@ -136,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     p_run.add_argument("--out", help="Results folder (default reports/peers-<time>).")
     p_run.add_argument("--streams", help="Bench 1 stream counts (default 50,200,500,1000).")
     p_run.add_argument("--modes", help="Bench 1 modes (default bulk,staggered,lockstep).")
+    p_run.add_argument("--cases", help="Bench 2 cases (default all: " + ",".join(c.name for c in EDGE_CASES) + ").")
     p_run.add_argument("--real-url", default="http://127.0.0.1:8100", help="Bench 3's vLLM server.")
     p_run.add_argument("--client-cpus", default="0", help="taskset list for the tools (default 0).")
     p_run.add_argument("--server-cpu", type=int, default=1, help="Core for the fake server (default 1).")

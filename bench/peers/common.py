@@ -56,6 +56,8 @@ class ClientRequest:
     rid: int | None = None
     ok: bool = False
     error: str = ""
+    cancelled: bool = False
+    """Still in flight when the tool stopped its run (not a failure of the server)."""
     start_mono_s: float | None = None
     ttft_ms: float | None = None
     token_ms: list[float] | None = None

@@ -6,6 +6,7 @@ the tool was given (configs), `output.log` (its stdout and stderr) and whatever 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import signal
@@ -25,7 +26,8 @@ SAMPLE_S = 0.2
 
 @dataclass
 class RunRecord:
-    """One tool run. `samples`: (monotonic s, client tree CPU s, server CPU s); CPU is user + system."""
+    """One tool run. `samples`: (monotonic s, client tree CPU s, server CPU s, busy CPU s of the whole machine);
+    CPU is user + system; the machine's busy time is every core's non-idle, non-iowait time."""
 
     tool: str
     version: str
@@ -33,7 +35,7 @@ class RunRecord:
     out: Path
     returncode: int | None = None
     wall_s: float = 0.0
-    samples: list[tuple[float, float, float]] = field(default_factory=list)
+    samples: list[tuple[float, float, float, float]] = field(default_factory=list)
     error: str = ""
     """Why the run gave no result ('' when it did): a failed start, a non-zero exit, an unreadable output."""
     output_tail: str = ""
@@ -45,6 +47,12 @@ def tool_version(name: str) -> str:
         proc = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
         return f"git {proc.stdout.strip() or '?'}"
     return installed_version(load_config().peers[name])
+
+
+def machine_busy_s() -> float:
+    """CPU seconds every core of the machine spent busy since boot (not idle, not iowait)."""
+    t = psutil.cpu_times()
+    return sum(t) - t.idle - getattr(t, "iowait", 0.0)
 
 
 def _tree_cpu(proc: psutil.Process) -> float:
@@ -99,7 +107,8 @@ def run_tool(
             try:
                 last_client = max(last_client, _tree_cpu(root))
                 srv = server.cpu_times() if server else None
-                rec.samples.append((time.monotonic(), last_client, (srv.user + srv.system) if srv else 0.0))
+                srv_s = (srv.user + srv.system) if srv else 0.0
+                rec.samples.append((time.monotonic(), last_client, srv_s, machine_busy_s()))
             except psutil.Error:
                 pass
             time.sleep(SAMPLE_S)
@@ -112,10 +121,8 @@ def run_tool(
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         else:  # leftovers of a multi-process tool that exited (e.g. its service processes)
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
     rec.wall_s = time.monotonic() - t0
     rec.returncode = proc.returncode
     text = (out / "output.log").read_text(errors="replace")
@@ -125,7 +132,7 @@ def run_tool(
         rec.error = f"exit {proc.returncode}: {last[:200]}"
     try:
         report = tool.parse(out, clock)
-    except Exception as exc:  # noqa: BLE001 - any unreadable output is one line in the table, not a crash
+    except Exception as exc:  # any unreadable output is one line in the table, not a crash
         if not rec.error:
             rec.error = f"output unreadable: {type(exc).__name__}: {str(exc)[:160]}"
         return rec, None

@@ -8,6 +8,8 @@ Definitions (times in ms unless named otherwise):
 - streamed tokens/s = token events that arrived at the tool inside the window / window length. Tools that keep
   only the first and last token time per request get their events spread evenly between the two (exact for evenly
   paced streams, which bench 1's are);
+- other CPU = the whole machine's busy CPU seconds in the window − the tool's − the server's, per second: the
+  noise of a shared machine (above ~0.3 of a core a row is not clean, and the bench retries it once);
 - client CPU = CPU seconds (user + system) of the tool's whole process tree in the window / window length
   (a fraction of one core); µs CPU per token = client CPU / streamed tokens/s × 10⁶;
 - ITL timing error = |client gap − server send gap| for the same request and the same pair of token events, over
@@ -43,6 +45,8 @@ class Capacity:
     cpu_us_per_token: float = math.nan
     tokens_per_s_per_core: float = math.nan
     server_cpu: float = math.nan
+    other_cpu: float = math.nan
+    """Busy time of every other process on the machine in the window (fraction of one core): the noise."""
     itl_err_p50: float = math.nan
     itl_err_p99: float = math.nan
     itl_err_p999: float = math.nan
@@ -77,7 +81,7 @@ def capacity(
     result: Capacity,
     report: ToolReport,
     truth: dict[int, TrueRequest],
-    samples: list[tuple[float, float, float]],
+    samples: list[tuple[float, float, float, float]],
     warmup_s: float,
 ) -> Capacity:
     """Fill `result` from one run's records, CPU samples and the server's truth."""
@@ -115,6 +119,8 @@ def capacity(
         server = np.interp([lo, hi], s[:, 0], s[:, 2])
         result.client_cpu = float(client[1] - client[0]) / result.window_s
         result.server_cpu = float(server[1] - server[0]) / result.window_s
+        busy = np.interp([lo, hi], s[:, 0], s[:, 3])
+        result.other_cpu = max(0.0, float(busy[1] - busy[0]) / result.window_s - result.client_cpu - result.server_cpu)
         if result.tokens_per_s > 0:
             result.cpu_us_per_token = result.client_cpu / result.tokens_per_s * 1e6
     itl_err: list[np.ndarray] = []

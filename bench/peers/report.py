@@ -23,12 +23,12 @@ def _md(header: list[str], rows: Iterable[list[str]]) -> str:
 
 
 def capacity_table(results: list[Capacity]) -> str:
-    header = ["tool", "mode", "streams", "tok/s", "tok/s per client core", "client CPU", "µs CPU/token",
+    header = ["tool", "mode", "streams", "tok/s", "tok/s per client core", "client CPU", "µs CPU/token", "other CPU",
               "ITL err p50", "p99", "p99.9 (ms)", "TTFT err p50", "p99 (ms)", "notes"]  # fmt: skip
     rows = []
     for r in results:
         if r.status != "ok":
-            rows.append([r.tool, r.mode, str(r.streams), f"could not run: {r.status}"] + [""] * 9)
+            rows.append([r.tool, r.mode, str(r.streams), f"could not run: {r.status}"] + [""] * 10)
             continue
         if TOOLS[r.tool].caps.per_event_times:
             itl = [_f(r.itl_err_p50), _f(r.itl_err_p99), _f(r.itl_err_p999)]
@@ -43,7 +43,8 @@ def capacity_table(results: list[Capacity]) -> str:
         if r.saturation_warning is not None:
             notes.append("saturation warning" if r.saturation_warning else "no saturation warning")
         rows.append([r.tool, r.mode, str(r.streams), _f(r.tokens_per_s, 0), _f(r.tokens_per_s_per_core, 0),
-                     _f(r.client_cpu), _f(r.cpu_us_per_token, 1), *itl, _f(r.ttft_err_p50), _f(r.ttft_err_p99),
+                     _f(r.client_cpu), _f(r.cpu_us_per_token, 1), _f(r.other_cpu), *itl,
+                     _f(r.ttft_err_p50), _f(r.ttft_err_p99),
                      "; ".join(notes)])  # fmt: skip
     return _md(header, rows)
 
@@ -67,7 +68,8 @@ def capacity_ratios(results: list[Capacity]) -> str:
                      f"{best_tps.tool} {_f(best_tps.tokens_per_s_per_core, 0)}",
                      _f(suite.tokens_per_s_per_core / best_tps.tokens_per_s_per_core),
                      _f(suite.itl_err_p99), f"{best_err.tool} {_f(best_err.itl_err_p99)}" if best_err else "—",
-                     _f(suite.itl_err_p99 / best_err.itl_err_p99) if best_err and best_err.itl_err_p99 else "—"])  # fmt: skip
+                     _f(suite.itl_err_p99 / best_err.itl_err_p99) if best_err and best_err.itl_err_p99 else "—",
+                     ])  # fmt: skip
     return _md(header, rows)
 
 
@@ -85,13 +87,21 @@ def _judge(value: float, truth: float, digits: int = 1) -> str:
     return f"{_f(value, digits)} {'✓' if ok else '✗'}"
 
 
+def _judge_itl(value: float, truth: Observed) -> str:
+    """ITL against the per-event truth; a tool whose ITL is per token (equal to the TPOT truth) is marked so."""
+    verdict = _judge(value, truth.itl_ms)
+    if verdict.endswith("✗") and _judge(value, truth.tpot_ms).endswith("✓"):
+        return verdict + " (per token)"
+    return verdict
+
+
 def edge_table(results: list[EdgeResult]) -> str:
-    header = ["case", "tool", "TTFT ms", "ITL ms", "TPOT ms", "tokens/request", "ok", "errors"]
+    header = ["case", "tool", "TTFT ms", "ITL ms", "TPOT ms", "tokens/request", "ok (of true)", "errors (of true)"]
     rows = []
     for case in dict.fromkeys(r.case for r in results):
         group = [r for r in results if r.case == case]
         t: Observed = group[0].truth
-        rows.append([case, "**truth**", _f(t.ttft_ms, 1), _f(t.itl_ms, 1), _f(t.tpot_ms, 1),
+        rows.append([case, "**truth** (first tool's run)", _f(t.ttft_ms, 1), _f(t.itl_ms, 1), _f(t.tpot_ms, 1),
                      _f(t.output_tokens, 1), str(t.ok), str(t.errors)])  # fmt: skip
         for r in group:
             if not r.status.startswith("ok"):
@@ -99,10 +109,11 @@ def edge_table(results: list[EdgeResult]) -> str:
                 continue
             o, t = r.reported, r.truth
             tok_ok = abs(o.output_tokens - t.output_tokens) < 0.5 if not math.isnan(o.output_tokens) else False
-            tok = f"{_f(o.output_tokens, 1)} {'✓' if tok_ok or (math.isnan(o.output_tokens) and math.isnan(t.output_tokens)) else '✗'}"
-            rows.append([case, r.tool, _judge(o.ttft_ms, t.ttft_ms), _judge(o.itl_ms, t.itl_ms),
-                         _judge(o.tpot_ms, t.tpot_ms), tok, f"{o.ok} {'✓' if o.ok == t.ok else '✗'}",
-                         f"{o.errors} {'✓' if o.errors == t.errors else '✗'}"])  # fmt: skip
+            both_nan = math.isnan(o.output_tokens) and math.isnan(t.output_tokens)
+            tok = f"{_f(o.output_tokens, 1)} {'✓' if tok_ok or both_nan else '✗'}"
+            rows.append([case, r.tool, _judge(o.ttft_ms, t.ttft_ms), _judge_itl(o.itl_ms, t),
+                         _judge(o.tpot_ms, t.tpot_ms), tok, f"{o.ok} of {t.ok} {'✓' if o.ok == t.ok else '✗'}",
+                         f"{o.errors} of {t.errors} {'✓' if o.errors == t.errors else '✗'}"])  # fmt: skip
     return _md(header, rows)
 
 

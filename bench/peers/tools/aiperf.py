@@ -86,6 +86,7 @@ def parse_artifacts(raw: list[dict], summary: dict) -> ToolReport:
                     token_ns.append(resp["perf_ns"])
         error = rec.get("error")
         status = rec.get("status")
+        cancelled = bool((rec.get("metadata") or {}).get("was_cancelled"))
         ok = not error and status == 200 and bool(token_ns)
         t_ms = [(t - start) / 1e6 for t in token_ns] if start else None
         requests.append(
@@ -93,6 +94,7 @@ def parse_artifacts(raw: list[dict], summary: dict) -> ToolReport:
                 rid=rid,
                 ok=ok,
                 error="" if ok else f"status {status}: {str(error or '')[:120]}",
+                cancelled=cancelled and not ok,
                 start_mono_s=start / 1e9 if start else None,
                 ttft_ms=(first_choice_ns - start) / 1e6 if first_choice_ns and start else None,
                 token_ms=t_ms,

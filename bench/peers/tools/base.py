@@ -75,7 +75,7 @@ def aggregates_from_requests(requests: list[ClientRequest], source: str) -> Aggr
         tpot_median_ms=median(r.tpot_ms for r in ok),
         output_tokens_mean=mean(float(r.output_tokens) for r in ok if r.output_tokens is not None),
         ok=len(ok),
-        errors=len(requests) - len(ok),
+        errors=sum(not r.ok and not r.cancelled for r in requests),
         source=source,
     )
 

@@ -29,7 +29,9 @@ class GuideLLM:
                             "extras": {"body": body}, "timeout": 120},
                 "profile": {"kind": "concurrent", "streams": [w.concurrency]},
                 "tokenizer": {"kind": "huggingface_auto", "model": str(MODEL_DIR)},
-                "data": [{"kind": "synthetic_text", "prompt_tokens": w.prompt_tokens, "output_tokens": w.output_tokens}],
+                "data": [
+                    {"kind": "synthetic_text", "prompt_tokens": w.prompt_tokens, "output_tokens": w.output_tokens}
+                ],
                 "seed": {"kind": "static", "value": w.seed},
                 "constraints": [{"kind": "max_duration", "seconds": w.duration_s}],
                 "outputs": [{"kind": "json", "path": str(out / "benchmarks.json")}],
@@ -62,6 +64,7 @@ def parse_benchmarks(data: dict, clock: WallToMono) -> ToolReport:
                     rid=rid_from_response_id(item.get("response_id")),
                     ok=status == "successful",
                     error="" if status == "successful" else f"{status}: {str(err or '')[:120]}",
+                    cancelled=status == "incomplete",
                     start_mono_s=clock(start) if start else None,
                     ttft_ms=item.get("time_to_first_token_ms"),
                     first_token_mono_s=clock(first) if first else None,
@@ -90,7 +93,7 @@ def parse_benchmarks(data: dict, clock: WallToMono) -> ToolReport:
         output_tokens_per_s=stat("output_tokens_per_second", "mean", "total"),
         output_tokens_mean=stat("output_token_count", "mean"),
         ok=len(bench["requests"].get("successful") or []),
-        errors=len(bench["requests"].get("errored") or []) + len(bench["requests"].get("incomplete") or []),
+        errors=len(bench["requests"].get("errored") or []),  # "incomplete": cancelled at the run's end, not errors
         source="benchmarks.json: benchmarks[0].metrics (successful requests)",
     )
     return ToolReport(requests=requests, aggregates=agg, per_event=False)
