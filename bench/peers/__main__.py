@@ -15,6 +15,8 @@ import dataclasses
 import json
 import os
 import platform
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -28,6 +30,7 @@ from bench.peers.benches import (
     bench_agreement,
     bench_capacity,
     bench_edges,
+    own_vllm,
     smoke,
 )
 from bench.peers.common import REPO
@@ -79,11 +82,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     cores = Cores(client=args.client_cpus, server=args.server_cpu)
     results: dict = {"machine_before": _machine(), "command": " ".join(sys.argv), "tools": {}}
+    config = install.load_config()
     for t in tools:
         try:
+            if t in config.peers:  # installed by the bench itself (idempotent: a stamp file skips it in < 1 s)
+                install.install(config.peers[t], config, log=_log)
             results["tools"][t] = tool_version(t)
-        except install.PeerError as exc:
+        except (install.PeerError, subprocess.SubprocessError) as exc:
             results["tools"][t] = f"not installed: {exc}"
+            _log(f"bench.peers: {t} could not be installed: {exc}")
     _log(f"bench.peers: results in {out}")
     if args.smoke:
         status = smoke(tools, out, cores, _log)
@@ -123,8 +130,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         tables += ["## Bench 2: edge cases (fake server; ✓ = within max(2 ms, 5%) of the truth)", edge_table(edges)]
         (out / "results.json").write_text(json.dumps(_jsonable(results), indent=1))
     if 3 in benches:
-        plan3 = AgreementPlan(url=args.real_url)
-        agree = bench_agreement(tools, plan3, out, cores, _log)
+        if args.own_server:
+            with own_vllm(args.own_server, out / "bench3", _log) as url:
+                plan3 = AgreementPlan(url=url)
+                agree = bench_agreement(tools, plan3, out, cores, _log)
+        else:
+            plan3 = AgreementPlan(url=args.real_url)
+            agree = bench_agreement(tools, plan3, out, cores, _log)
         results["bench3"] = {"plan": plan3, "results": agree}
         tables += [f"## Bench 3: agreement on a real server ({plan3.url})", agreement_table(agree)]
     results["machine_after"] = _machine()
@@ -136,7 +148,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # so the running tool's and servers' process groups are stopped (their `finally`)
+
+
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _interrupt)
     parser = argparse.ArgumentParser(prog="python -m bench.peers", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p_install = sub.add_parser("install", help="Install the peers (idempotent).")
@@ -151,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     p_run.add_argument("--modes", help="Bench 1 modes (default bulk,staggered,lockstep).")
     p_run.add_argument("--cases", help="Bench 2 cases (default all: " + ",".join(c.name for c in EDGE_CASES) + ").")
     p_run.add_argument("--real-url", default="http://127.0.0.1:8100", help="Bench 3's vLLM server.")
+    p_run.add_argument(
+        "--own-server", type=int, metavar="PORT", help="Bench 3 on a vLLM of its own started on PORT (quiet)."
+    )
     p_run.add_argument("--client-cpus", default="0", help="taskset list for the tools (default 0).")
     p_run.add_argument("--server-cpu", type=int, default=1, help="Core for the fake server (default 1).")
     args = parser.parse_args(argv)

@@ -9,7 +9,7 @@ Definitions (times in ms unless named otherwise):
   only the first and last token time per request get their events spread evenly between the two (exact for evenly
   paced streams, which bench 1's are);
 - other CPU = the whole machine's busy CPU seconds in the window − the tool's − the server's, per second: the
-  noise of a shared machine (above ~0.3 of a core a row is not clean, and the bench retries it once);
+  noise of a shared machine (above 0.5 of a core a row is not clean, and the bench retries it once);
 - client CPU = CPU seconds (user + system) of the tool's whole process tree in the window / window length
   (a fraction of one core); µs CPU per token = client CPU / streamed tokens/s × 10⁶;
 - ITL timing error = |client gap − server send gap| for the same request and the same pair of token events, over

@@ -20,6 +20,8 @@ class GuideLLM:
     caps = Capabilities(
         per_event_times=False, bounded_by="time", open_loop=True, note="first/last token time per request only"
     )
+    worker_processes = 1
+    """GUIDELLM__MAX_WORKER_PROCESSES: the client cores the bench gives it."""
 
     def command(self, w: Workload, url: str, out: Path) -> Command:
         body: dict = {"ignore_eos": True} if w.ignore_eos else {}
@@ -40,7 +42,10 @@ class GuideLLM:
         }  # fmt: skip
         exe = load_config().peers[self.name].executable
         argv = [str(exe), "run", "-c", str(out / "guidellm.json"), "--disable-console-interactive"]
-        return Command(argv, files={"guidellm.json": json.dumps(config, indent=1)})
+        # One worker process per client core (its default, 10 spawned processes that each import torch, started
+        # no request within 150 s at 200 streams on one core); see docs/peers.md.
+        env = {"GUIDELLM__MAX_WORKER_PROCESSES": str(self.worker_processes)}
+        return Command(argv, env=env, files={"guidellm.json": json.dumps(config, indent=1)})
 
     def parse(self, out: Path, clock: WallToMono) -> ToolReport:
         return parse_benchmarks(json.loads((out / "benchmarks.json").read_text()), clock)
