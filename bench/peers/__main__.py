@@ -78,7 +78,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if len(os.sched_getaffinity(0)) < 2:
         print("bench.peers run: needs two cores (tools on one, the fake server on the other)", file=sys.stderr)
         return 2
-    out = Path(args.out or REPO / "reports" / time.strftime("peers-%Y%m%d-%H%M%S"))
+    out = Path(args.out or REPO / "reports" / time.strftime("peers-%Y%m%d-%H%M%S")).resolve()
     out.mkdir(parents=True, exist_ok=True)
     cores = Cores(client=args.client_cpus, server=args.server_cpu)
     results: dict = {"machine_before": _machine(), "command": " ".join(sys.argv), "tools": {}}
