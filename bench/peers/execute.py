@@ -39,6 +39,8 @@ class RunRecord:
     error: str = ""
     """Why the run gave no result ('' when it did): a failed start, a non-zero exit, an unreadable output."""
     output_tail: str = ""
+    busy_before: float = float("nan")
+    """The machine's busy CPU (cores) just before the start, after waiting up to 20 s for a quiet moment."""
 
 
 def tool_version(name: str) -> str:
@@ -53,6 +55,18 @@ def machine_busy_s() -> float:
     """CPU seconds every core of the machine spent busy since boot (not idle, not iowait)."""
     t = psutil.cpu_times()
     return sum(t) - t.idle - getattr(t, "iowait", 0.0)
+
+
+def wait_for_quiet(limit_cores: float = 0.4, max_wait_s: float = 20.0, probe_s: float = 1.0) -> float:
+    """Wait (at most `max_wait_s`) until the machine's busy CPU over one probe falls to `limit_cores`; return the
+    last probe's value (cores). On a shared machine this keeps a run from starting in another user's burst."""
+    deadline = time.monotonic() + max_wait_s
+    while True:
+        b0, t0 = machine_busy_s(), time.monotonic()
+        time.sleep(probe_s)
+        busy = (machine_busy_s() - b0) / (time.monotonic() - t0)
+        if busy <= limit_cores or time.monotonic() >= deadline:
+            return busy
 
 
 def _tree_cpu(proc: psutil.Process) -> float:
@@ -89,6 +103,7 @@ def run_tool(
     (out / "command.txt").write_text(" ".join(shlex.quote(a) for a in argv) + "\n")
     (out / "version.txt").write_text(f"{tool.name} {version}\n")
     rec = RunRecord(tool.name, version, argv, out)
+    rec.busy_before = wait_for_quiet()
     clock = WallToMono()
     server = psutil.Process(server_pid) if server_pid else None
     t0 = time.monotonic()
