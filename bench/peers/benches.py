@@ -67,7 +67,7 @@ class CapacityPlan:
     timeout_s: float = 150.0
     noisy_cpu: float = 0.5
     """Foreign load (cores) above which a row is run once more (`retries`), the second run kept either way."""
-    retries: int = 1
+    retries: int = 0
 
 
 def bench_capacity(tools: list[str], plan: CapacityPlan, out: Path, cores: Cores, log: Log) -> list[Capacity]:

@@ -40,7 +40,7 @@ class RunRecord:
     """Why the run gave no result ('' when it did): a failed start, a non-zero exit, an unreadable output."""
     output_tail: str = ""
     busy_before: float = float("nan")
-    """The machine's busy CPU (cores) just before the start, after waiting up to 20 s for a quiet moment."""
+    """The machine's busy CPU (cores) just before the start, after waiting up to 5 s for a quiet moment."""
 
 
 def tool_version(name: str) -> str:
@@ -57,7 +57,7 @@ def machine_busy_s() -> float:
     return sum(t) - t.idle - getattr(t, "iowait", 0.0)
 
 
-def wait_for_quiet(limit_cores: float = 0.4, max_wait_s: float = 20.0, probe_s: float = 1.0) -> float:
+def wait_for_quiet(limit_cores: float = 0.4, max_wait_s: float = 5.0, probe_s: float = 1.0) -> float:
     """Wait (at most `max_wait_s`) until the machine's busy CPU over one probe falls to `limit_cores`; return the
     last probe's value (cores). On a shared machine this keeps a run from starting in another user's burst."""
     deadline = time.monotonic() + max_wait_s
