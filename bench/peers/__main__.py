@@ -3,6 +3,7 @@
     .venv/bin/python -m bench.peers install [TOOL ...] [--force]
     .venv/bin/python -m bench.peers run --smoke                        # seconds per tool; exit 1 if one is broken
     .venv/bin/python -m bench.peers run [--bench 1,2,3] [--tools suite,aiperf] [--out reports/peers-<time>]
+    .venv/bin/python -m bench.peers tables reports/peers-<time>       # rebuild tables.md from results.json
 
 A run folder holds `results.json` (every number, the machine, load averages before and after, versions),
 `tables.md`, and per bench, load and tool a folder with the tool's command line, version and raw output.
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import platform
 import signal
@@ -24,9 +26,11 @@ from pathlib import Path
 from bench.peers import install
 from bench.peers.benches import (
     EDGE_CASES,
+    Agreement,
     AgreementPlan,
     CapacityPlan,
     Cores,
+    EdgeResult,
     bench_agreement,
     bench_capacity,
     bench_edges,
@@ -35,6 +39,7 @@ from bench.peers.benches import (
 )
 from bench.peers.common import REPO
 from bench.peers.execute import tool_version
+from bench.peers.metrics import Capacity, Observed
 from bench.peers.report import agreement_table, capacity_ratios, capacity_table, edge_table
 from bench.peers.tools import TOOLS
 
@@ -148,6 +153,46 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _nan(d: dict) -> dict:
+    return {k: (math.nan if v is None else v) for k, v in d.items()}
+
+
+def tables_from_results(results: dict) -> str:
+    """Rebuild the Markdown tables from a results.json (the numbers as measured; the table code as it is now)."""
+    parts: list[str] = []
+    if "bench1" in results:
+        cap = [Capacity(**_nan(r)) for r in results["bench1"]["results"]]
+        parts += ["## Bench 1: client capacity and timing truth (fake server)", capacity_table(cap), "",
+                  "Suite / best peer:", capacity_ratios(cap)]  # fmt: skip
+    if "bench2" in results:
+        edges = [
+            EdgeResult(**{**r, "truth": Observed(**_nan(r["truth"])), "reported": Observed(**_nan(r["reported"]))})
+            for r in results["bench2"]
+        ]
+        parts += ["## Bench 2: edge cases (fake server; ✓ = within max(2 ms, 5%) of the truth)", edge_table(edges)]
+    if "bench3" in results:
+        agree = [
+            Agreement(**{**r, "reported": _nan(r["reported"]), "same_def": _nan(r["same_def"])})
+            for r in results["bench3"]["results"]
+        ]
+        parts += [
+            f"## Bench 3: agreement on a real server ({results['bench3']['plan']['url']})",
+            agreement_table(agree),
+        ]
+    return "\n\n".join(parts)
+
+
+def cmd_tables(folder: Path) -> int:
+    path = folder / "results.json"
+    if not path.exists():
+        print(f"bench.peers tables: {path} not found", file=sys.stderr)
+        return 2
+    text = tables_from_results(json.loads(path.read_text()))
+    (folder / "tables.md").write_text(text + "\n")
+    print(text)
+    return 0
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # so the running tool's and servers' process groups are stopped (their `finally`)
 
@@ -159,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     p_install = sub.add_parser("install", help="Install the peers (idempotent).")
     p_install.add_argument("names", nargs="*")
     p_install.add_argument("--force", action="store_true")
+    p_tables = sub.add_parser("tables", help="Rebuild tables.md from a results folder's results.json.")
+    p_tables.add_argument("folder", type=Path)
     p_run = sub.add_parser("run", help="Run the benches.")
     p_run.add_argument("--smoke", action="store_true", help="Seconds per tool; fails loudly if one is broken.")
     p_run.add_argument("--bench", default="1,2,3")
@@ -176,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "install":
         return install.main(args.names, force=args.force)
+    if args.command == "tables":
+        return cmd_tables(args.folder)
     return cmd_run(args)
 
 

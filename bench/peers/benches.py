@@ -99,7 +99,8 @@ def bench_capacity(tools: list[str], plan: CapacityPlan, out: Path, cores: Cores
                     capacity(res, report, parse_events(raw), rec.samples, 1.0 if bulk else plan.warmup_s)
                     if rec.error:
                         res.notes.append(rec.error)
-                    res.tokens_per_s_per_core = res.tokens_per_s / _cores(cores.client)
+                    if res.client_cpu > 0:
+                        res.tokens_per_s_per_core = res.tokens_per_s / res.client_cpu
                     if tool == "suite":
                         text = (folder / "output.log").read_text(errors="replace")
                         res.saturation_warning = "load generator" in text and " at level " in text
@@ -119,14 +120,6 @@ def bench_capacity(tools: list[str], plan: CapacityPlan, out: Path, cores: Cores
                 f"[{res.status}] ({time.monotonic() - t0:.0f} s)"
             )
     return results
-
-
-def _cores(spec: str) -> int:
-    count = 0
-    for part in spec.split(","):
-        a, _, b = part.partition("-")
-        count += int(b) - int(a) + 1 if b else 1
-    return count
 
 
 # ----------------------------------------------------------------------------------------------------- bench 2

@@ -9,9 +9,10 @@ Definitions (times in ms unless named otherwise):
   only the first and last token time per request get their events spread evenly between the two (exact for evenly
   paced streams, which bench 1's are);
 - other CPU = the whole machine's busy CPU seconds in the window − the tool's − the server's, per second: the
-  noise of a shared machine (above 0.5 of a core a row is not clean, and the bench retries it once);
+  noise of a shared machine (above 0.5 of a core a row is flagged noisy);
 - client CPU = CPU seconds (user + system) of the tool's whole process tree in the window / window length
-  (a fraction of one core); µs CPU per token = client CPU / streamed tokens/s × 10⁶;
+  (a fraction of one core); µs CPU per token = client CPU / streamed tokens/s × 10⁶; tokens/s per client core =
+  streamed tokens/s / client CPU (tokens per CPU-second: what one whole core would stream at this cost);
 - ITL timing error = |client gap − server send gap| for the same request and the same pair of token events, over
   gaps whose client arrival lies in the window; only for tools that keep every event's time and saw every event
   the server sent for that request;
@@ -44,6 +45,8 @@ class Capacity:
     client_cpu: float = math.nan
     cpu_us_per_token: float = math.nan
     tokens_per_s_per_core: float = math.nan
+    """Streamed tokens per second of client CPU (tokens/s ÷ client CPU in cores): the capacity of one client
+    core, robust to a shared machine that gives the tool less than a whole core."""
     server_cpu: float = math.nan
     other_cpu: float = math.nan
     """Busy time of every other process on the machine in the window (fraction of one core): the noise."""

@@ -22,8 +22,13 @@ def _md(header: list[str], rows: Iterable[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def per_core(r: Capacity) -> float:
+    """Streamed tokens per second of client CPU (tokens/s ÷ client CPU): what one whole client core streams."""
+    return r.tokens_per_s / r.client_cpu if r.client_cpu and r.client_cpu > 0 else math.nan
+
+
 def capacity_table(results: list[Capacity]) -> str:
-    header = ["tool", "mode", "streams", "tok/s", "tok/s per client core", "client CPU", "µs CPU/token", "other CPU",
+    header = ["tool", "mode", "streams", "tok/s", "tok per client CPU-s", "client CPU", "µs CPU/token", "other CPU",
               "ITL err p50", "p99", "p99.9 (ms)", "TTFT err p50", "p99 (ms)", "notes"]  # fmt: skip
     rows = []
     for r in results:
@@ -42,7 +47,7 @@ def capacity_table(results: list[Capacity]) -> str:
         notes = list(r.notes)
         if r.saturation_warning is not None:
             notes.append("saturation warning" if r.saturation_warning else "no saturation warning")
-        rows.append([r.tool, r.mode, str(r.streams), _f(r.tokens_per_s, 0), _f(r.tokens_per_s_per_core, 0),
+        rows.append([r.tool, r.mode, str(r.streams), _f(r.tokens_per_s, 0), _f(per_core(r), 0),
                      _f(r.client_cpu), _f(r.cpu_us_per_token, 1), _f(r.other_cpu), *itl,
                      _f(r.ttft_err_p50), _f(r.ttft_err_p99),
                      "; ".join(notes)])  # fmt: skip
@@ -51,7 +56,7 @@ def capacity_table(results: list[Capacity]) -> str:
 
 def capacity_ratios(results: list[Capacity]) -> str:
     """Per load: suite / best peer for tokens/s per core (higher is better) and ITL error p99 (lower is better)."""
-    header = ["mode", "streams", "suite tok/s per core", "best peer", "ratio", "suite ITL err p99", "best peer",
+    header = ["mode", "streams", "suite tok per CPU-s", "best peer", "ratio", "suite ITL err p99", "best peer",
               "ratio (suite/peer)"]  # fmt: skip
     rows = []
     keys = sorted({(r.mode, r.streams) for r in results}, key=lambda k: (k[0] != "bulk", k[0], k[1]))
@@ -61,12 +66,12 @@ def capacity_ratios(results: list[Capacity]) -> str:
         peers = [r for r in group if r.tool != "suite"]
         if suite is None or not peers:
             continue
-        best_tps = max(peers, key=lambda r: -1 if math.isnan(r.tokens_per_s_per_core) else r.tokens_per_s_per_core)
+        best_tps = max(peers, key=lambda r: -1 if math.isnan(per_core(r)) else per_core(r))
         timed = [r for r in peers if not math.isnan(r.itl_err_p99)]
         best_err = min(timed, key=lambda r: r.itl_err_p99) if timed else None
-        rows.append([mode, str(n), _f(suite.tokens_per_s_per_core, 0),
-                     f"{best_tps.tool} {_f(best_tps.tokens_per_s_per_core, 0)}",
-                     _f(suite.tokens_per_s_per_core / best_tps.tokens_per_s_per_core),
+        rows.append([mode, str(n), _f(per_core(suite), 0),
+                     f"{best_tps.tool} {_f(per_core(best_tps), 0)}",
+                     _f(per_core(suite) / per_core(best_tps)),
                      _f(suite.itl_err_p99), f"{best_err.tool} {_f(best_err.itl_err_p99)}" if best_err else "—",
                      _f(suite.itl_err_p99 / best_err.itl_err_p99) if best_err and best_err.itl_err_p99 else "—",
                      ])  # fmt: skip
