@@ -7,6 +7,7 @@ the tool was given (configs), `output.log` (its stdout and stderr) and whatever 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shlex
 import signal
@@ -140,6 +141,9 @@ def run_tool(
                 os.killpg(proc.pid, signal.SIGKILL)
     rec.wall_s = time.monotonic() - t0
     rec.returncode = proc.returncode
+    (out / "cpu-samples.json").write_text(
+        json.dumps({"columns": ["mono_s", "client_cpu_s", "server_cpu_s", "machine_busy_s"], "samples": rec.samples})
+    )
     text = (out / "output.log").read_text(errors="replace")
     rec.output_tail = "\n".join(text.strip().splitlines()[-15:])
     if not rec.error and proc.returncode not in (0,):
