@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.peers import install
+from bench.peers import execute, install
 from bench.peers.benches import (
     EDGE_CASES,
     Agreement,
@@ -86,7 +86,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = Path(args.out or REPO / "reports" / time.strftime("peers-%Y%m%d-%H%M%S")).resolve()
     out.mkdir(parents=True, exist_ok=True)
     cores = Cores(client=args.client_cpus, server=args.server_cpu)
-    results: dict = {"machine_before": _machine(), "command": " ".join(sys.argv), "tools": {}}
+    if args.nice:
+        os.environ["PEERS_NICE"] = str(args.nice)
+        execute.NICE = args.nice
+    results: dict = {"machine_before": _machine(), "command": " ".join(sys.argv), "nice": args.nice, "tools": {}}
     config = install.load_config()
     for t in tools:
         try:
@@ -217,6 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     p_run.add_argument("--real-url", default="http://127.0.0.1:8100", help="Bench 3's vLLM server.")
     p_run.add_argument(
         "--own-server", type=int, metavar="PORT", help="Bench 3 on a vLLM of its own started on PORT (quiet)."
+    )
+    p_run.add_argument(
+        "--nice", type=int, default=0, help="Run the tools and the fake server at this nice value (e.g. -5, root)."
     )
     p_run.add_argument("--client-cpus", default="0", help="taskset list for the tools (default 0).")
     p_run.add_argument("--server-cpu", type=int, default=1, help="Core for the fake server (default 1).")

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from bench.peers.common import REPO, ClientRequest, ToolReport, Workload
-from bench.peers.execute import RunRecord, run_tool
+from bench.peers.execute import RunRecord, priority_prefix, run_tool
 from bench.peers.metrics import Capacity, Observed, capacity, observed, truth_summary
 from bench.peers.tools import TOOLS
 from bench.peers.truth import FakeServer, parse_events
@@ -43,7 +43,7 @@ def _run_on_fake(
     tool: str, w: Workload, server_args: list[str], out: Path, cores: Cores, timeout_s: float
 ) -> tuple[RunRecord, ToolReport | None, dict]:
     """One tool against a fresh fake server; returns the run, the tool's report and the server's raw truth."""
-    with FakeServer(server_args, cores.server, out) as server:
+    with FakeServer(server_args, cores.server, out, tuple(priority_prefix())) as server:
         rec, report = run_tool(TOOLS[tool], w, server.url, out, cores.client, timeout_s, server.proc.pid)
         raw = server.raw_events()
     (out / "server-events.json").write_bytes(raw)

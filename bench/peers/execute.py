@@ -52,6 +52,15 @@ def tool_version(name: str) -> str:
     return installed_version(load_config().peers[name])
 
 
+NICE = int(os.environ.get("PEERS_NICE", "0"))
+"""Scheduling priority of the measured processes (tool and fake server), `nice -n NICE`; 0 = as started. A
+negative value (root only) keeps other users' work on a shared machine from starving the measurement."""
+
+
+def priority_prefix() -> list[str]:
+    return ["nice", "-n", str(NICE)] if NICE else []
+
+
 def machine_busy_s() -> float:
     """CPU seconds every core of the machine spent busy since boot (not idle, not iowait)."""
     t = psutil.cpu_times()
@@ -100,7 +109,7 @@ def run_tool(
     cmd = tool.command(w, url, out)
     for rel, text in cmd.files.items():
         (out / rel).write_text(text)
-    argv = ["taskset", "-c", client_cpus, *cmd.argv]
+    argv = [*priority_prefix(), "taskset", "-c", client_cpus, *cmd.argv]
     (out / "command.txt").write_text(" ".join(shlex.quote(a) for a in argv) + "\n")
     (out / "version.txt").write_text(f"{tool.name} {version}\n")
     rec = RunRecord(tool.name, version, argv, out)

@@ -71,14 +71,14 @@ def parse_events(data: dict) -> dict[int, TrueRequest]:
 class FakeServer:
     """The fake server in its own process group, pinned to `cpu`; `args` are its CLI flags (mode, edge cases)."""
 
-    def __init__(self, args: list[str], cpu: int, workdir: Path) -> None:
+    def __init__(self, args: list[str], cpu: int, workdir: Path, prefix: tuple[str, ...] = ()) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         ready = workdir / f"fake-port-{time.monotonic_ns()}"
         self.args = args
         self.log_path = workdir / "fake-server.log"
         with open(self.log_path, "a") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, str(FAKE_SERVER_SCRIPT), "--port", "0", "--ready-file", str(ready),
+                [*prefix, sys.executable, str(FAKE_SERVER_SCRIPT), "--port", "0", "--ready-file", str(ready),
                  "--cpu", str(cpu), *args],
                 stdout=log, stderr=log, start_new_session=True,
             )  # fmt: skip
