@@ -37,11 +37,12 @@ from bench.peers.benches import (
     own_vllm,
     smoke,
 )
-from bench.peers.common import REPO
+from bench.peers.common import REPO, WallToMono
 from bench.peers.execute import tool_version
-from bench.peers.metrics import Capacity, Observed
+from bench.peers.metrics import Capacity, Observed, capacity
 from bench.peers.report import agreement_table, capacity_ratios, capacity_table, edge_table
 from bench.peers.tools import TOOLS
+from bench.peers.truth import parse_events
 
 
 def _log(line: str) -> None:
@@ -185,12 +186,37 @@ def tables_from_results(results: dict) -> str:
     return "\n\n".join(parts)
 
 
-def cmd_tables(folder: Path) -> int:
+def recompute_bench1(folder: Path, results: dict) -> None:
+    """Recompute bench 1's rows from each run folder's raw files (the tool's output, `server-events.json`,
+    `cpu-samples.json`) with the metric code as it is now; rows whose run gave no output keep their status."""
+    warmup = results["bench1"]["plan"]["warmup_s"]
+    rows = []
+    for row in results["bench1"]["results"]:
+        old = Capacity(**_nan(row))
+        run = folder / "bench1" / f"{old.mode}-{old.streams}" / old.tool
+        samples_path = run / "cpu-samples.json"
+        if old.status != "ok" or not samples_path.exists():
+            rows.append(row)
+            continue
+        report = TOOLS[old.tool].parse(run, WallToMono())
+        samples = [tuple(x) for x in json.loads(samples_path.read_text())["samples"]]
+        truth = parse_events(json.loads((run / "server-events.json").read_text()))
+        new = Capacity(old.tool, old.mode, old.streams, saturation_warning=old.saturation_warning, notes=old.notes)
+        capacity(new, report, truth, samples, 1.0 if old.mode == "bulk" else warmup)
+        rows.append(dataclasses.asdict(new))
+    results["bench1"]["results"] = rows
+
+
+def cmd_tables(folder: Path, recompute: bool) -> int:
     path = folder / "results.json"
     if not path.exists():
         print(f"bench.peers tables: {path} not found", file=sys.stderr)
         return 2
-    text = tables_from_results(json.loads(path.read_text()))
+    results = json.loads(path.read_text())
+    if recompute and "bench1" in results:
+        recompute_bench1(folder, results)
+        path.write_text(json.dumps(_jsonable(results), indent=1))
+    text = tables_from_results(results)
     (folder / "tables.md").write_text(text + "\n")
     print(text)
     return 0
@@ -209,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     p_install.add_argument("--force", action="store_true")
     p_tables = sub.add_parser("tables", help="Rebuild tables.md from a results folder's results.json.")
     p_tables.add_argument("folder", type=Path)
+    p_tables.add_argument("--recompute", action="store_true", help="Recompute bench 1 from the raw run files.")
     p_run = sub.add_parser("run", help="Run the benches.")
     p_run.add_argument("--smoke", action="store_true", help="Seconds per tool; fails loudly if one is broken.")
     p_run.add_argument("--bench", default="1,2,3")
@@ -230,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "install":
         return install.main(args.names, force=args.force)
     if args.command == "tables":
-        return cmd_tables(args.folder)
+        return cmd_tables(args.folder, args.recompute)
     return cmd_run(args)
 
 
