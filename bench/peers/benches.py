@@ -64,7 +64,7 @@ class CapacityPlan:
     bulk_duration_s: float = 8.0
     bulk_requests: int = 1500
     warmup_s: float = 2.0
-    timeout_s: float = 120.0
+    timeout_s: float = 240.0
     noisy_cpu: float = 0.5
     """Foreign load (cores) above which a row is run once more (`retries`), the second run kept either way."""
     retries: int = 0
