@@ -157,8 +157,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+_OPTIONAL = {"saturation_warning", "rid", "start_mono_s"}
+"""Fields where None means 'not applicable', not a missing number."""
+
+
 def _nan(d: dict) -> dict:
-    return {k: (math.nan if v is None else v) for k, v in d.items()}
+    """results.json writes NaN as null; turn the numbers back into NaN."""
+    return {k: (math.nan if v is None and k not in _OPTIONAL else v) for k, v in d.items()}
 
 
 def tables_from_results(results: dict) -> str:
