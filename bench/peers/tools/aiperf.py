@@ -24,7 +24,7 @@ from bench.peers.common import (
     ensure_hf_cache,
 )
 from bench.peers.install import load_config
-from bench.peers.tools.base import Capabilities, Command, rid_from_response_id
+from bench.peers.tools.base import Capabilities, Command, aggregates_from_requests, rid_from_response_id
 
 
 class AIPerf:
@@ -51,9 +51,43 @@ class AIPerf:
 
     def parse(self, out: Path, clock: WallToMono) -> ToolReport:
         art = out / "artifacts"
+        if not (art / "profile_export_raw.jsonl").exists() and (art / "profile_export.jsonl").exists():
+            # When every request failed it exports neither the raw records nor the summary ("All N inference
+            # request(s) failed"), only the per-record file, each record with its error.
+            return parse_records(
+                [json.loads(ln) for ln in (art / "profile_export.jsonl").read_text().splitlines() if ln]
+            )
         raw = [json.loads(line) for line in (art / "profile_export_raw.jsonl").read_text().splitlines() if line]
         summary = json.loads((art / "profile_export_aiperf.json").read_text())
         return parse_artifacts(raw, summary)
+
+
+def parse_records(records: list[dict]) -> ToolReport:
+    """`profile_export.jsonl` alone (no raw export): per-record errors and metrics, no event times."""
+    requests = []
+    for rec in records:
+        err = rec.get("error")
+        metrics = rec.get("metrics") or {}
+
+        def value(name: str, metrics: dict = metrics) -> float | None:
+            entry = metrics.get(name)
+            return float(entry["value"]) if isinstance(entry, dict) and entry.get("value") is not None else None
+
+        n_in = value("usage_prompt_tokens")
+        requests.append(
+            ClientRequest(
+                rid=int(n_in) if n_in else None,
+                ok=not err,
+                error=(err or {}).get("message", "")[:160] if isinstance(err, dict) else str(err or ""),
+                ttft_ms=value("time_to_first_token"),
+                itl_ms=value("inter_token_latency"),
+                tpot_ms=value("inter_token_latency"),
+                output_tokens=int(v) if (v := value("output_sequence_length")) else None,
+            )
+        )
+    report = ToolReport(requests=requests, per_event=False)
+    report.aggregates = aggregates_from_requests(requests, "artifacts/profile_export.jsonl (no summary written)")
+    return report
 
 
 def _token_event(data: dict) -> bool:

@@ -38,9 +38,16 @@ class GenaiBench:
 
     def parse(self, out: Path, clock: WallToMono) -> ToolReport:
         files = sorted((out / "experiment").glob("D*_text-to-text_num_concurrency_*.json"))
-        if not files:
+        if files:
+            return parse_experiment(json.loads(files[-1].read_text()))
+        # When no request succeeded it stops with "No values found for metric 'ttft'" before writing the result,
+        # but leaves the same per-request records in its debug file.
+        debug = sorted((out / "experiment").glob("debug_for_run_*.json"))
+        if not debug:
             raise FileNotFoundError(f"no genai-bench result JSON in {out / 'experiment'}")
-        return parse_experiment(json.loads(files[-1].read_text()))
+        report = parse_experiment(json.loads(debug[-1].read_text()))
+        report.aggregates.source = f"experiment/{debug[-1].name} (no result JSON: every request failed)"
+        return report
 
 
 def parse_experiment(data: dict) -> ToolReport:
@@ -70,6 +77,7 @@ def parse_experiment(data: dict) -> ToolReport:
         except (KeyError, TypeError):
             return float("nan")
 
+    failed = sum(not r.ok for r in requests)
     agg = Aggregates(
         ttft_ms=stat("ttft", "mean"),
         ttft_median_ms=stat("ttft", "p50"),
@@ -79,8 +87,8 @@ def parse_experiment(data: dict) -> ToolReport:
         tpot_median_ms=stat("tpot", "p50"),
         output_tokens_per_s=float(agg_raw.get("mean_output_throughput_tokens_per_s") or "nan"),
         output_tokens_mean=stat("num_output_tokens", "mean") / 1000.0,
-        ok=int(agg_raw.get("num_completed_requests") or 0),
-        errors=int(agg_raw.get("num_error_requests") or 0),
+        ok=len(requests) - failed,  # its per-request records hold the failures too (error_code, error_message)
+        errors=failed,
         source="experiment/<scenario>.json: aggregated_metrics.stats",
     )
     return ToolReport(requests=requests, aggregates=agg, per_event=False)
