@@ -35,6 +35,7 @@ from bench.peers.benches import (
     bench_capacity,
     bench_edges,
     own_vllm,
+    same_definition,
     smoke,
 )
 from bench.peers.common import REPO, WallToMono
@@ -228,6 +229,17 @@ def recompute_bench2(folder: Path, results: dict) -> None:
     results["bench2"] = rows
 
 
+def recompute_bench3(folder: Path, results: dict) -> None:
+    """Recompute bench 3's same-definition numbers from each tool's output with the parsers as they are now."""
+    rows = []
+    for row in results["bench3"]["results"]:
+        if row["status"] == "ok":
+            report = TOOLS[row["tool"]].parse(folder / "bench3" / row["tool"], WallToMono())
+            row = {**row, "same_def": same_definition(report.requests)}
+        rows.append(row)
+    results["bench3"]["results"] = rows
+
+
 def cmd_tables(folder: Path, recompute: bool) -> int:
     path = folder / "results.json"
     if not path.exists():
@@ -238,6 +250,8 @@ def cmd_tables(folder: Path, recompute: bool) -> int:
         recompute_bench1(folder, results)
     if recompute and "bench2" in results:
         recompute_bench2(folder, results)
+    if recompute and "bench3" in results:
+        recompute_bench3(folder, results)
     if recompute:
         path.write_text(json.dumps(_jsonable(results), indent=1))
     text = tables_from_results(results)
@@ -259,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     p_install.add_argument("--force", action="store_true")
     p_tables = sub.add_parser("tables", help="Rebuild tables.md from a results folder's results.json.")
     p_tables.add_argument("folder", type=Path)
-    p_tables.add_argument("--recompute", action="store_true", help="Recompute benches 1-2 from the raw run files.")
+    p_tables.add_argument("--recompute", action="store_true", help="Recompute the benches from the raw run files.")
     p_run = sub.add_parser("run", help="Run the benches.")
     p_run.add_argument("--smoke", action="store_true", help="Seconds per tool; fails loudly if one is broken.")
     p_run.add_argument("--bench", default="1,2,3")

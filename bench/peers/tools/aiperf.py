@@ -135,6 +135,7 @@ def parse_artifacts(raw: list[dict], summary: dict) -> ToolReport:
                 first_token_mono_s=token_ns[0] / 1e9 if token_ns else None,
                 last_token_mono_s=token_ns[-1] / 1e9 if token_ns else None,
                 itl_ms=(t_ms[-1] - t_ms[0]) / (len(t_ms) - 1) if t_ms and len(t_ms) > 1 else None,
+                e2e_ms=t_ms[-1] if t_ms else None,
                 output_tokens=len(token_ns) or None,
             )
         )
