@@ -279,12 +279,25 @@ def same_definition(reqs: list[ClientRequest]) -> dict:
     }
 
 
+def warm_up(plan: AgreementPlan, requests: int = 8) -> None:
+    """A few requests before the first tool, so that it does not pay a freshly started server's first steps (the
+    run of 2026-12-01 did not have this: `vllm bench serve`, first, saw a fresh server)."""
+    body = json.dumps({"model": plan.model, "prompt": "warm up " * 64, "max_tokens": 16}).encode()
+    for _ in range(requests):
+        req = urllib.request.Request(
+            plan.url + "/v1/completions", data=body, headers={"Content-Type": "application/json"}
+        )
+        with contextlib.suppress(OSError):
+            urllib.request.urlopen(req, timeout=120).read()
+
+
 def bench_agreement(tools: list[str], plan: AgreementPlan, out: Path, cores: Cores, log: Log) -> list[Agreement]:
     """Run `vllm bench serve` first: the time-bounded tools then run for as long as it took for the same count."""
     try:
         urllib.request.urlopen(plan.url + "/v1/models", timeout=10).read()
     except OSError as exc:
         return [Agreement(t, status=f"could not run: server {plan.url} unreachable ({exc})") for t in tools]
+    warm_up(plan)
     order = sorted(tools, key=lambda t: t != "vllm-bench")
     duration = 60.0
     results = []
