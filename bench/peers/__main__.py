@@ -137,7 +137,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             cases = tuple(c for c in EDGE_CASES if c.name in wanted)
         edges = bench_edges(tools, out, cores, _log, cases)
         results["bench2"] = edges
-        tables += ["## Bench 2: edge cases (fake server; ✓ = within max(2 ms, 5%) of the truth)", edge_table(edges)]
+        tables += ["## Bench 2: edge cases (fake server; ✓ = within max(0.5 ms, 5%) of the truth)", edge_table(edges)]
         (out / "results.json").write_text(json.dumps(_jsonable(results), indent=1))
     if 3 in benches:
         if args.own_server:
@@ -179,7 +179,7 @@ def tables_from_results(results: dict) -> str:
             EdgeResult(**{**r, "truth": Observed(**_nan(r["truth"])), "reported": Observed(**_nan(r["reported"]))})
             for r in results["bench2"]
         ]
-        parts += ["## Bench 2: edge cases (fake server; ✓ = within max(2 ms, 5%) of the truth)", edge_table(edges)]
+        parts += ["## Bench 2: edge cases (fake server; ✓ = within max(0.5 ms, 5%) of the truth)", edge_table(edges)]
     if "bench3" in results:
         agree = [
             Agreement(**{**r, "reported": _nan(r["reported"]), "same_def": _nan(r["same_def"])})

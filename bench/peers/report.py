@@ -49,7 +49,7 @@ def capacity_table(results: list[Capacity]) -> str:
             notes.append("saturation warning" if r.saturation_warning else "no saturation warning")
         rows.append([r.tool, r.mode, str(r.streams), _f(r.tokens_per_s, 0), _f(per_core(r), 0),
                      _f(r.client_cpu), _f(r.cpu_us_per_token, 1), _f(r.other_cpu), *itl,
-                     _f(r.ttft_err_p50), _f(r.ttft_err_p99),
+                     *(["—", "—"] if r.mode == "bulk" else [_f(r.ttft_err_p50), _f(r.ttft_err_p99)]),
                      "; ".join(notes)])  # fmt: skip
     return _md(header, rows)
 
@@ -78,12 +78,12 @@ def capacity_ratios(results: list[Capacity]) -> str:
     return _md(header, rows)
 
 
-TOLERANCE_MS = 2.0
+TOLERANCE_MS = 0.5
 TOLERANCE_REL = 0.05
 
 
 def _judge(value: float, truth: float, digits: int = 1) -> str:
-    """`value` with ✓ when within max(2 ms, 5%) of the truth (exact for counts), else ✗."""
+    """`value` with ✓ when within max(0.5 ms, 5%) of the truth (exact for counts), else ✗."""
     if math.isnan(value) and math.isnan(truth):
         return "— ✓"
     if math.isnan(value) or math.isnan(truth):
