@@ -17,6 +17,13 @@ comparable across processes on one machine) is kept per request and served at `G
 `usage.prompt_tokens` (unless `--true-prompt-tokens`): the suite records that field in requests.csv, which is how a
 client's per-request token times are matched to the server's send times without changing the client.
 
+Edge cases, for comparing what load tools report with the truth (`bench/peers`): `--tokens-per-event K` (each
+content event carries K tokens), `--ttft-ms` (staggered: arrival to first token), `--role-first` (chat: the role
+chunk at once, before any token), `--stall-ms MS --stall-after N` (staggered: a silence inside each stream),
+`--cut-after N` (abort each stream after N token events), `--status CODE --status-every N` (answer every N-th
+completion request with CODE and vLLM's JSON error body). `/events` then also says, per request, its HTTP `status`
+and the `tokens` it carried.
+
 Also serves `GET /v1/models` (id `fake`, max_model_len 4096), `GET /health`, `GET /version`, `POST /tokenize`
 (one token per word; `token_strs` in GPT-2 style, so the suite's vocabulary calibration works), `GET /stats`.
 
@@ -52,6 +59,21 @@ class Options:
     true_prompt_tokens: bool = False
     """Report the prompt's word count as usage.prompt_tokens instead of the server's request id."""
     keep_events: bool = True
+    # Edge cases (for comparing what load tools report against the truth; see bench/peers):
+    tokens_per_event: int = 1
+    """Tokens carried by each content event (the last may carry fewer); usage still counts every token."""
+    ttft_ms: float | None = None
+    """Staggered: delay from the request's arrival to its first token (default: one interval)."""
+    role_first: bool = False
+    """Chat: send the role chunk (empty content) at once on arrival instead of with the first token."""
+    stall_ms: float = 0.0
+    stall_after: int = 0
+    """Staggered: after `stall_after` token events, go silent for an extra `stall_ms` before the next one."""
+    cut_after: int = 0
+    """Abort the connection (no terminal chunk, no usage, no [DONE]) after this many token events; 0 = never."""
+    status: int = 0
+    status_every: int = 1
+    """Answer every `status_every`-th completion request with HTTP `status` and a vLLM-style JSON error; 0 = never."""
 
 
 @dataclass(slots=True)
@@ -61,11 +83,14 @@ class Stream:
     rid: int
     conn: Conn
     events: list[bytes]
-    """Framed HTTP chunks; `first_token` is the index of the first token chunk, `n_tokens` token chunks follow."""
+    """Framed HTTP chunks; `first_token` is the index of the first token chunk, `n_tokens` token chunks follow
+    (token *events*: with `tokens_per_event` > 1 each carries several tokens)."""
     first_token: int
     n_tokens: int
     arrival_ns: int
     pos: int = 0
+    n_total: int = 0
+    """Tokens in the whole response (usage.completion_tokens)."""
     stamps: array = field(default_factory=lambda: array("q"))
     """Send stamp of every event in `events` that carries a choice (role chunk included), in order."""
     handle: asyncio.TimerHandle | None = None
@@ -89,20 +114,25 @@ class Server:
     def start_stream(self, conn: Conn, body: dict, chat: bool) -> None:
         rid = self.next_rid
         self.next_rid += 1
-        n = self.opts.tokens or int(body.get("max_tokens") or 16)
+        n = self.opts.tokens or int(body.get("max_tokens") or body.get("max_completion_tokens") or 16)
         if chat:
             prompt_text = " ".join(str(m.get("content", "")) for m in body.get("messages") or [])
         else:
             prompt_text = str(body.get("prompt", ""))
         prompt_tokens = len(prompt_text.split()) if self.opts.true_prompt_tokens else rid
         include_usage = self.opts.usage and bool((body.get("stream_options") or {}).get("include_usage"))
-        events = render_events(rid, n, chat, include_usage, prompt_tokens)
-        stream = Stream(rid, conn, events, 1 if chat else 0, n, time.perf_counter_ns())
+        per_event = max(1, self.opts.tokens_per_event)
+        events = render_events(rid, n, chat, include_usage, prompt_tokens, per_event)
+        stream = Stream(rid, conn, events, 1 if chat else 0, -(-n // per_event), time.perf_counter_ns(), n_total=n)
         conn.stream = stream
         conn.transport.write(
             b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\n"
             b"transfer-encoding: chunked\r\nserver: fake-sse\r\n\r\n"
         )
+        if chat and self.opts.role_first:  # the role chunk on arrival, before any token
+            stream.stamps.append(time.perf_counter_ns())
+            conn.transport.write(events[0])
+            stream.pos = 1
         mode = self.opts.mode
         if mode == "bulk":
             self.pump_bulk(stream)
@@ -110,7 +140,7 @@ class Server:
             self.active.append(stream)
         else:
             stream.t0 = self.loop.time()
-            stream.handle = self.loop.call_at(stream.t0 + self.opts.interval_ms / 1000.0, self.tick_one, stream)
+            stream.handle = self.loop.call_at(self.due(stream, 0), self.tick_one, stream)
 
     def send_step(self, stream: Stream) -> bool:
         """Send one decode step of `stream` (role chunk with the first token; the tail after the last token).
@@ -127,6 +157,11 @@ class Server:
         stamps.append(time.perf_counter_ns())
         write(events[pos])
         pos += 1
+        if self.opts.cut_after and pos - stream.first_token >= self.opts.cut_after:
+            stream.conn.transport.abort()  # mid-stream: no terminal chunk, no usage, no [DONE]
+            stream.conn.closed = True
+            self.finish(stream)
+            return True
         end = stream.first_token + stream.n_tokens
         if pos >= end:  # usage chunk, [DONE], terminal chunk: right after the last token
             for tail in events[pos:]:
@@ -141,11 +176,15 @@ class Server:
             self.finish(stream)
             return
         if not self.send_step(stream):
-            # absolute schedule: token k (0-based) at arrival + (k + 1) × interval, on the loop clock
-            k = stream.pos - stream.first_token
-            stream.handle = self.loop.call_at(
-                stream.t0 + (k + 1) * self.opts.interval_ms / 1000.0, self.tick_one, stream
-            )
+            stream.handle = self.loop.call_at(self.due(stream, stream.pos - stream.first_token), self.tick_one, stream)
+
+    def due(self, stream: Stream, k: int) -> float:
+        """Staggered: loop time of token event k (0-based), an absolute schedule (no drift): arrival + TTFT +
+        k × interval, plus the stall for every event after `stall_after`."""
+        opts = self.opts
+        ttft = opts.interval_ms if opts.ttft_ms is None else opts.ttft_ms
+        stall = opts.stall_ms if opts.stall_ms and k >= opts.stall_after else 0.0
+        return stream.t0 + (ttft + k * opts.interval_ms + stall) / 1000.0
 
     async def lockstep(self) -> None:
         interval = self.opts.interval_ms / 1000.0
@@ -184,13 +223,29 @@ class Server:
         self.events_sent += len(stream.stamps)
         if self.opts.keep_events:
             first = stream.first_token
+            token_ns = stream.stamps[first:].tolist()
+            per_event = max(1, self.opts.tokens_per_event)
             self.log[stream.rid] = {
                 "rid": stream.rid,
                 "arrival_ns": stream.arrival_ns,
                 "role_ns": stream.stamps[0] if first and stream.stamps else None,
-                "token_ns": stream.stamps[first:].tolist(),
-                "complete": len(stream.stamps) - first == stream.n_tokens,
+                "token_ns": token_ns,
+                "complete": len(stream.stamps) - first == stream.n_tokens and not stream.conn.closed,
+                "status": 200,
+                "tokens": min(len(token_ns) * per_event, stream.n_total),
             }
+
+    def refuse(self, conn: Conn) -> None:
+        """Answer with the configured error status, vLLM's error body, and log it as a failed request."""
+        rid = self.next_rid
+        self.next_rid += 1
+        status = self.opts.status
+        kind = {429: "TooManyRequests", 500: "InternalServerError"}.get(status, "Error")
+        error = {"message": f"fake-sse: injected {status}", "type": kind, "param": None, "code": status}
+        conn.respond(status, {"error": error})
+        if self.opts.keep_events:
+            self.log[rid] = {"rid": rid, "arrival_ns": time.perf_counter_ns(), "role_ns": None, "token_ns": [],
+                             "complete": False, "status": status, "tokens": 0}  # fmt: skip
 
     # -------------------------------------------------------------------------------------------------- others
     def handle(self, conn: Conn, method: str, path: str, body: bytes) -> None:
@@ -202,6 +257,9 @@ class Server:
                 conn.respond(400, {"error": {"message": "body is not JSON"}})
                 return
             chat = path == "/v1/chat/completions"
+            if self.opts.status and self.next_rid % max(1, self.opts.status_every) == 0:
+                self.refuse(conn)
+                return
             if not req.get("stream"):
                 conn.respond(400, {"error": {"message": "this fake server only streams"}})
                 return
@@ -251,8 +309,11 @@ class Server:
             conn.respond(404, {"error": {"message": f"no route {method} {path}"}})
 
 
-def render_events(rid: int, n: int, chat: bool, include_usage: bool, prompt_tokens: int) -> list[bytes]:
-    """Every chunk of one response, framed for chunked transfer, in send order."""
+def render_events(
+    rid: int, n: int, chat: bool, include_usage: bool, prompt_tokens: int, per_event: int = 1
+) -> list[bytes]:
+    """Every chunk of one response, framed for chunked transfer, in send order (`per_event` tokens per content
+    event, the last one carrying the rest)."""
     created = int(time.time())
     if chat:
         head = f'{{"id":"chatcmpl-{rid:012d}","object":"chat.completion.chunk","created":{created},"model":"fake",'
@@ -266,9 +327,9 @@ def render_events(rid: int, n: int, chat: bool, include_usage: bool, prompt_toke
                 '"finish_reason":null}]}'
             )
         )
-    for i in range(n):
-        word = json.dumps(" " + _WORDS[(rid + i) % len(_WORDS)])
-        finish = '"length"' if i == n - 1 else "null"
+    for i in range(0, n, per_event):
+        word = json.dumps("".join(" " + _WORDS[(rid + j) % len(_WORDS)] for j in range(i, min(n, i + per_event))))
+        finish = '"length"' if i + per_event >= n else "null"
         if chat:
             choice = f'{{"index":0,"delta":{{"content":{word}}},"logprobs":null,"finish_reason":{finish}}}'
         else:
@@ -340,7 +401,8 @@ class Conn(asyncio.Protocol):
 
     def respond(self, status: int, obj: object) -> None:
         body = b"" if obj is None else json.dumps(obj).encode()
-        reason = {200: "OK", 400: "Bad Request", 404: "Not Found"}.get(status, "OK")
+        reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 429: "Too Many Requests",
+                  500: "Internal Server Error"}.get(status, "OK")  # fmt: skip
         self.transport.write(
             b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
             % (status, reason.encode(), len(body), body)
@@ -379,6 +441,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-events", action="store_true", help="Do not keep per-event send stamps.")
     parser.add_argument("--events-out", help="Write the send stamps (JSON) here at shutdown.")
     parser.add_argument("--ready-file", help="Write the bound port here once listening.")
+    parser.add_argument("--tokens-per-event", type=int, default=1, help="Tokens carried by each content event.")
+    parser.add_argument("--ttft-ms", type=float, default=None, help="Staggered: arrival to first token (ms).")
+    parser.add_argument("--role-first", action="store_true", help="Chat: role chunk on arrival, before any token.")
+    parser.add_argument("--stall-ms", type=float, default=0.0, help="Staggered: extra silence inside each stream.")
+    parser.add_argument("--stall-after", type=int, default=0, help="... after this many token events.")
+    parser.add_argument("--cut-after", type=int, default=0, help="Abort each stream after N token events.")
+    parser.add_argument("--status", type=int, default=0, help="Answer completion requests with this HTTP status.")
+    parser.add_argument("--status-every", type=int, default=1, help="... every N-th request only.")
     parser.add_argument("--cpu", type=int, default=None, help="Pin the process to this core.")
     parser.add_argument("--no-uvloop", action="store_true")
     args = parser.parse_args(argv)
@@ -391,6 +461,14 @@ def main(argv: list[str] | None = None) -> None:
         usage=not args.no_usage,
         true_prompt_tokens=args.true_prompt_tokens,
         keep_events=not args.no_events,
+        tokens_per_event=args.tokens_per_event,
+        ttft_ms=args.ttft_ms,
+        role_first=args.role_first,
+        stall_ms=args.stall_ms,
+        stall_after=args.stall_after,
+        cut_after=args.cut_after,
+        status=args.status,
+        status_every=args.status_every,
     )
     if not args.no_uvloop:
         try:
