@@ -53,11 +53,37 @@ def observe(summary: RunSummary) -> list[str]:
     out: list[str] = []
     rules = (
         _status, _client_path, _client_health, _latency_growth, _throughput_scaling, _server_metrics, _slo, _errors,
-        _tokens, _open_loop, _retrieval, _caps, _samples,
+        _tokens, _first_chunk, _open_loop, _retrieval, _caps, _samples,
     )  # fmt: skip
     for rule in rules:
         out.extend(rule(summary))
     return out
+
+
+EARLY_CHUNK_MS = 5.0
+"""First chunk earlier than the first token by more than this (and 10%) at p50: the server sends its role early."""
+
+
+def _first_chunk(s: RunSummary) -> list[str]:
+    """Where the server sends its (role-only) first chunk well before the first token, TTFT (first generated token)
+    and the first-chunk time (`vllm bench serve`'s TTFT) differ: say both, per level, with their sample sizes."""
+    t = _levels(s.table)
+    if "first_chunk_p50" not in t or t.empty:
+        return []
+    gap = t["ttft_p50"] - t["first_chunk_p50"]
+    early = t[(gap > EARLY_CHUNK_MS) & (gap > 0.1 * t["ttft_p50"])]
+    if early.empty:
+        return []
+    parts = ", ".join(
+        f"{fmt_target(r['target'], s.run.open_loop)}: {r['first_chunk_p50']:.0f} against {r['ttft_p50']:.0f} ms"
+        f" (n = {int(r['n_measured'])})"
+        for _, r in early.iterrows()
+    )
+    return [
+        "The server sent a first chunk without generated text well before the first token (p50 first chunk "
+        f"against TTFT: {parts}). TTFT here is the first generated token; `vllm bench serve` and first-chunk "
+        "timers would report the earlier figure."
+    ]
 
 
 def _levels(table: pd.DataFrame) -> pd.DataFrame:
@@ -409,9 +435,12 @@ def _server_metrics(s: RunSummary) -> list[str]:
         both = both[both["server_gen_tok_per_s"].notna() & (both["server_gen_tok_per_s"] > 0)]
         if len(both):
             ratios = both["output_tok_per_s"] / both["server_gen_tok_per_s"]
+            spread = (
+                f"{ratios.iloc[0]:.3f} of it" if len(both) == 1
+                else f"{ratios.min():.3f}–{ratios.max():.3f} of it across {len(both)} levels"
+            )  # fmt: skip
             notes.append(
-                f"Output tok/s measured by the client against the server's own generation_tokens rate: "
-                f"{ratios.min():.3f}–{ratios.max():.3f} of it across {len(both)} level(s)."
+                f"Output tok/s measured by the client against the server's own generation_tokens rate: {spread}."
             )
     extra = foreign_requests(h)
     if extra:
