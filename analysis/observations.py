@@ -165,11 +165,19 @@ def _compare(a: Any, b: Any, metric: str) -> tuple[float, str]:
     return ratio, "diff" if distinguishable(ia, ib) else "same"
 
 
+def _ends(t: pd.DataFrame) -> tuple[Any, Any]:
+    """The lowest and highest levels to compare: those with enough measured requests, when two such exist (a short
+    first level does not silence the comparison of the others); else simply the first and the last."""
+    ok = t[[enough(r) for _, r in t.iterrows()]]
+    use = ok if len(ok) >= 2 else t
+    return use.iloc[0], use.iloc[-1]
+
+
 def _latency_growth(s: RunSummary) -> list[str]:
     t = _levels(s.table)
     if len(t) < 2:
         return []
-    first, last = t.iloc[0], t.iloc[-1]
+    first, last = _ends(t)
     ol = s.run.open_loop
     span = f"from {fmt_target(first['target'], ol)} to {fmt_target(last['target'], ol)} ({_sizes(first, last)})"
     r_ttft, v_ttft = _compare(first, last, "ttft")
@@ -202,7 +210,7 @@ def _throughput_scaling(s: RunSummary) -> list[str]:
                 "throughput scales with load cannot be told from this run."
             ]
         return []
-    first, last = t.iloc[0], t.iloc[-1]
+    first, last = _ends(t)
     h = s.headline
     if h.knee_level is not None and h.knee_level in set(t["level"]):
         k = t[t["level"] == h.knee_level].iloc[0]
