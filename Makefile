@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 VLAB := .venv/bin/vlab
 
-.PHONY: setup client-env server-env model system-packages demo test test-fast lint bench-crosscheck \
+.PHONY: setup client-env server-env model system-packages demo test test-fast test-under-load lint bench-crosscheck \
 	experiment-prefix experiment-kv clean
 
 setup: system-packages
@@ -29,6 +29,10 @@ demo: setup
 
 test: setup
 	@$(PY) -m pytest $(PYTEST_ARGS)
+
+# `make test` three times in a row with a CPU hog on one core (RUNS=N for another count); logs in test-artifacts/.
+test-under-load: setup
+	@scripts/test-under-load.sh $(or $(RUNS),3)
 
 test-fast: client-env
 	@$(PY) -m pytest -m "not e2e and not browser" $(PYTEST_ARGS)

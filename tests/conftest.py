@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -49,3 +50,13 @@ def run_copy(tmp_path: Path):
         return dest
 
     return copy
+
+
+@pytest.fixture(autouse=True)
+def _pytest_process_stays_unpatched(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail the test that imported Locust into the pytest process: Locust's import runs gevent's `patch_all()`, after
+    which every later test's threads are greenlets and an in-process server (the gateway's uvicorn) blocks the whole
+    session. Tests reach Locust through subprocesses (see tests/unit/test_test_isolation.py for imports)."""
+    yield
+    if "gevent.monkey" in sys.modules and sys.modules["gevent.monkey"].is_module_patched("threading"):
+        pytest.fail(f"{request.node.nodeid} patched the pytest process with gevent (imported Locust): use a subprocess")

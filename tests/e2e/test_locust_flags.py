@@ -53,8 +53,7 @@ def test_u_and_t_make_one_level_and_the_run_folder_is_whole(vllm_base_url: str, 
     assert code == 0, out[-2000:]
     meta = read_run_json(run_dir)
     assert meta["scenario"]["load"]["stages"] == [{"users": 2, "duration": 4.0, **_stage_defaults(meta)}]
-    assert levels(run_dir).target.tolist() == [2]
-    assert meta["ended_at"] - meta["started_at"] < 20  # not the scenario's 30 s
+    assert levels(run_dir).target.tolist() == [2]  # one level, not the scenario's three
     for name in (REQUESTS_CSV, "tokens.csv", "locust_stats.csv", "locust_stats_history.csv", REPORT_HTML):
         assert (run_dir / name).exists(), name  # a plain headless run writes Locust's CSVs and the report too
     assert (pd.read_csv(run_dir / REQUESTS_CSV).ok == 1).sum() >= 2
@@ -71,8 +70,9 @@ def test_t_alone_ends_the_run_early_and_completed(vllm_base_url: str, tmp_path: 
     assert code == 0, out[-2000:]
     meta = read_run_json(run_dir)
     assert meta["status"] == "completed"
-    assert levels(run_dir).target.tolist() == [1]  # the first 10 s stage was in force when 5 s ran out
-    assert meta["ended_at"] - meta["started_at"] < 20
+    lv = levels(run_dir)
+    assert lv.target.tolist() == [1]  # the first 10 s stage was in force when 5 s ran out, and it ended there:
+    assert lv.end_s[0] - lv.start_s[0] < 10  # before its own 10 s (a slow machine only delays the start)
 
 
 def test_r_is_the_spawn_rate_of_a_rising_level(vllm_base_url: str, tmp_path: Path) -> None:

@@ -30,8 +30,10 @@ def test_overloaded_client_is_flagged(tmp_path: Path) -> None:
             capture_output=True, text=True, timeout=90, cwd=REPO_ROOT,
         )  # fmt: skip
     # On a quiet machine the flood takes the client's whole core ("saturated"); on a contended one the client may
-    # not even get the core ("starved"): either way the level is flagged, on the terminal and on disk.
-    assert "saturated at level 0" in proc.stderr or "starved at level 0" in proc.stderr, proc.stderr[-2000:]
+    # not even get the core ("starved"), or its hub stalls while other processes hold the cores ("blocked"): whichever,
+    # the level is flagged, on the terminal and on disk.
+    flags = [f"{flag} at level 0" for flag in ("saturated", "starved", "blocked")]
+    assert any(flag in proc.stderr for flag in flags), proc.stderr[-2000:]
     samples = pd.read_csv(run_dir / MONITOR_CSV)
     assert len(samples) >= 3
     assert any(classify(c, lag) for c, lag in zip(samples.cpu, samples.hub_lag_ms, strict=True))

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 from analysis.client_monitor import level_health
 from vlab.core.client_health import MONITOR_HEADER, classify, worst
+from vlab.core.paths import REPO_ROOT
 from vlab.core.runfolder import MONITOR_CSV
 from vlab.locust.monitor import describe
 
@@ -33,14 +36,22 @@ def test_a_level_flag_is_its_worst_sample(tmp_path: Path) -> None:
     assert health.loc[1, "client_flag"] == "blocked" and health.loc[1, "client_flagged_samples"] == 2
 
 
+CACHE_PROBE = """
+from locust import argument_parser
+from vlab.locust.plugin import _cache_locust_defaults
+
+original = argument_parser.default_args_dict()
+_cache_locust_defaults()
+first = argument_parser.default_args_dict()
+first["host"] = "changed"
+assert argument_parser.default_args_dict() == original  # each call its own copy
+assert getattr(argument_parser.default_args_dict, "vlab_cached", False)
+"""
+
+
 def test_locust_defaults_are_built_once_per_worker() -> None:
-    from locust import argument_parser
-
-    from vlab.locust.plugin import _cache_locust_defaults
-
-    original = argument_parser.default_args_dict()
-    _cache_locust_defaults()
-    first = argument_parser.default_args_dict()
-    first["host"] = "changed"
-    assert argument_parser.default_args_dict() == original  # each call its own copy
-    assert getattr(argument_parser.default_args_dict, "vlab_cached", False)
+    # In a child: importing Locust patches the whole process with gevent (see tests/unit/test_test_isolation.py).
+    out = subprocess.run(
+        [sys.executable, "-c", CACHE_PROBE], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-2000:]

@@ -412,6 +412,8 @@ def _on_test_stop(environment: Environment, **_kw: Any) -> None:
     for sampler in ctx.samplers:
         sampler.stop()
     ctx.samplers = []
+    if ctx.start_error is not None:  # never started: run.json keeps `not_started` and why, the exit code stays
+        return
     if not ctx.is_worker and ctx.run_dir is not None and (ctx.run_dir / RUN_JSON).exists():
         _finish_run(ctx, interrupted=interrupted or _STATE["signal"] is not None)
 

@@ -210,6 +210,8 @@ class LLMUser(User):
 
     def on_start(self) -> None:
         self.ctx = context()
+        if self.ctx.start_error is not None:  # refused at start (said in one line): `generate` stops this user
+            return
         self.user_index = self.ctx.next_user_index()
         self.conn = open_connection(self.ctx, self.host)
         self.history: list[dict[str, str]] = []
@@ -218,7 +220,9 @@ class LLMUser(User):
         self._failures_in_a_row = 0
 
     def on_stop(self) -> None:
-        self.conn.close()
+        conn = getattr(self, "conn", None)  # absent when on_start refused to start
+        if conn is not None:
+            conn.close()
 
     def next_request(self, history: list[dict[str, str]] | None = None) -> PreparedRequest:
         """The next request's body (synthetic, dataset or, in subclasses, retrieved)."""
@@ -228,7 +232,7 @@ class LLMUser(User):
     @task
     def generate(self) -> None:
         ctx = self.ctx
-        if ctx.factory is None:  # start-up failed (already reported): do nothing until the runner quits
+        if ctx.factory is None or ctx.start_error is not None:  # start-up failed (already reported): stop
             self.stop()
             return
         queue_wait_ms, waited = 0.0, False
