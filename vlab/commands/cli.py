@@ -19,6 +19,7 @@ SUBCOMMAND_MODULES = (
     "vlab.commands.serve",
     "vlab.commands.sweep",
     "vlab.commands.report",
+    "vlab.commands.compare",
     "vlab.commands.experiment",
     "vlab.commands.lab",
     "vlab.commands.gateway",
