@@ -65,17 +65,12 @@ class ParetoPoint:
 
 
 def pareto_front(points: Sequence[ParetoPoint]) -> list[ParetoPoint]:
-    """The points no other point dominates, by throughput ascending (per-user speed then descends). Points with a
-    NaN coordinate are left out; identical points are all on the front (neither dominates the other)."""
+    """The points no other point dominates, by throughput ascending (per-user speed then descends; ties keep their
+    input order). Points with a NaN coordinate are left out; identical points are all on the front (neither dominates
+    the other). Every pair is compared: a report holds tens of points."""
     finite = [p for p in points if math.isfinite(p.throughput) and math.isfinite(p.per_user)]
-    ordered = sorted(finite, key=lambda p: (-p.throughput, -p.per_user))
-    front: list[ParetoPoint] = []
-    best_y = -math.inf
-    for p in ordered:  # by throughput descending: a point is on the front if it is faster per user than all before
-        if p.per_user > best_y or (front and (p.throughput, p.per_user) == (front[-1].throughput, front[-1].per_user)):
-            front.append(p)
-            best_y = max(best_y, p.per_user)
-    return front[::-1]
+    front = [p for p in finite if not any(q.dominates(p) for q in finite)]
+    return sorted(front, key=lambda p: (p.throughput, -p.per_user))
 
 
 def config_labels(summaries: Sequence[RunSummary]) -> list[str]:
