@@ -155,7 +155,7 @@ def test_without_rules_only_the_table(capsys: pytest.CaptureFixture[str]) -> Non
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args: list[str], says: str, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = run_vlab("compare", CLOSED, CLOSED_B, *args, capsys=capsys)
+    code, _, err = run_vlab("compare", CLOSED, CLOSED_B, *args, capsys=capsys)
     assert code == 2
     assert says in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
