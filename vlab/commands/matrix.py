@@ -72,6 +72,14 @@ def start_vllm(profile: Any, log_path: Path) -> AbstractContextManager[Served]:
     return start_server(profile, port=find_free_port(), log_path=log_path)
 
 
+def profile_source(name: str, matrix_file: Path) -> str | Path:
+    """A profile name as it is, a profile file relative to the matrix file (or absolute)."""
+    if "/" not in name and not name.endswith((".yaml", ".yml")):
+        return name
+    path = Path(name).expanduser()
+    return path if path.is_absolute() else matrix_file.parent / path
+
+
 def cell_profiles(spec: MatrixSpec, source: Path) -> list[tuple[Cell, Any]]:
     """Each cell with its validated server profile (the base profile's keys with the overrides and the cell's name);
     one `ConfigError` line for an unknown key or a bad value, before any server starts."""
@@ -84,7 +92,7 @@ def cell_profiles(spec: MatrixSpec, source: Path) -> list[tuple[Cell, Any]]:
             f"{source}: overrides: unknown profile key(s) {', '.join(unknown)} (known: {', '.join(known)})"
         )
     out = []
-    bases = {name: load_profile(name) for name in spec.profiles}
+    bases = {name: load_profile(profile_source(name, source)) for name in spec.profiles}
     for cell in spec.cells():
         data = {**bases[cell.profile].model_dump(), **cell.overrides, "name": cell.name}
         profile = parse_profile(data, f"{source}: cell {cell.name}")

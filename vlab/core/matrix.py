@@ -4,7 +4,7 @@
 name: max-num-seqs                 # names the default output folder
 description: Does a smaller batch buy per-user speed?
 scenario: ../smoke.yaml            # relative to this file (or absolute)
-profiles: [cpu-smollm2]            # profile names (server/profiles/) or profile files, one or more
+profiles: [cpu-smollm2]            # profile names (server/profiles/) or files (relative to this file), 1 or more
 overrides:                         # optional: the cross product of these profile keys, applied to every profile
   max_num_seqs: [2, 4]
   enable_prefix_caching: [true, false]
