@@ -93,3 +93,10 @@ def test_usage_mistakes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert code == 2 and "a matrix FILE goes with" in err
     code, _, err = run_vlab("experiment", "matrix", str(tmp_path / "none.yaml"), capsys=capsys)
     assert code == 2 and "matrix file not found" in err
+
+
+def test_the_shipped_matrix_loads() -> None:
+    path = SCENARIOS_DIR / "matrix" / "batch.yaml"
+    spec, scenario = load_matrix(path)
+    assert scenario == SCENARIOS_DIR / "matrix" / "loads.yaml" and scenario.is_file()
+    assert [p.max_num_seqs for _, p in cell_profiles(spec, path)] == [2, 8]

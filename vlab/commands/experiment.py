@@ -6,7 +6,7 @@
   (2 GiB KV cache, 93,184 tokens), then `cpu-smollm2-tinykv` (24 blocks, 3,072 tokens). Shows queueing and
   preemption when the KV cache is too small for the batch.
 - `matrix FILE`: a server-flag matrix, profiles × flag overrides × one scenario, resumable
-  (`vlab.commands.matrix`; docs/decisions.md).
+  (`vlab.commands.matrix`; docs/pareto-and-matrix.md).
 
 Each profile's server is started on a free port in its own process group, the scenario is run headless, and the
 server is stopped (whatever happens) before the next one starts: one server at a time. Everything lands in
