@@ -50,7 +50,7 @@ def test_two_configurations(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert ttft[ONE] > 1.5 * ttft[FOUR], ttft  # one sequence at a time: 4 users queue for their first token
     front = pareto_front(points(summaries))
     assert any(p.config == FOUR and p.target == 4 for p in front)  # batching 4 gives the most throughput
-    assert f"Pareto front (output tok/s, tok/s per request): " in text
+    assert "Pareto front (output tok/s, tok/s per request): " in text
     page = (out / "compare.html").read_text()
     assert 'id="pareto-front-table"' in page and ONE in page and FOUR in page
 
