@@ -162,24 +162,22 @@ def render_repeats(summaries: Sequence[RunSummary], levels: Sequence[RepeatLevel
         {"name": name, "s": s, "report": f"{name}/{REPORT_HTML}" if (s.run.path / REPORT_HTML).exists() else None}
         for name, s in zip(names, summaries, strict=True)
     ]
-    return (
-        template_env()
-        .get_template("repeats.html.j2")
-        .render(
-            folder=folder.name,
-            runs=runs,
-            scenarios=sorted({s.run.scenario.name for s in summaries}),
-            levels=[{"target": fmt_target(lv.target, open_loop), "stats": lv.stats} for lv in levels],
-            headline=[
-                {
-                    "target": fmt_target(lv.target, open_loop),
-                    "stats": [st for st in lv.stats if st.metric.name in DEFAULT_SHOWN],
-                }
-                for lv in levels
-            ],
-            shown=[METRICS[n] for n in DEFAULT_SHOWN],
-            generated=fmt_time(time.time()),
-        )
+    template = template_env().get_template("repeats.html.j2")
+    return template.render(
+        folder=folder.name,
+        runs=runs,
+        scenarios=sorted({s.run.scenario.name for s in summaries}),
+        profiles=sorted({s.run.meta.server_profile or "—" for s in summaries}),
+        levels=[{"target": fmt_target(lv.target, open_loop), "stats": lv.stats} for lv in levels],
+        headline=[
+            {
+                "target": fmt_target(lv.target, open_loop),
+                "stats": [st for st in lv.stats if st.metric.name in DEFAULT_SHOWN],
+            }
+            for lv in levels
+        ],
+        shown=[METRICS[n] for n in DEFAULT_SHOWN],
+        generated=fmt_time(time.time()),
     )
 
 

@@ -102,3 +102,11 @@ def test_a_lost_run_counts_only_the_runs_that_have_the_level(tmp_path: Path) -> 
     assert by_target[1.0]["ttft_p50"].n == 4 and by_target[4.0]["ttft_p50"].n == 3
     write_repeats([analyze(r) for r in [*runs, short]], tmp_path)
     assert (tmp_path / "repeats.csv").exists()
+
+
+def test_runs_of_other_configurations_are_flagged(run_copy, tmp_path: Path) -> None:
+    folder = run_copy("closed").parent
+    run_copy("closed-b")  # the same scenario against another server profile: not repeats
+    write_repeats([analyze(folder / "closed"), analyze(folder / "closed-b")], folder)
+    page = (folder / "index.html").read_text()
+    assert 'id="mixed-runs"' in page and "cpu-smollm2, cpu-smollm2-noprefix" in page
