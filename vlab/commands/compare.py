@@ -14,13 +14,16 @@ intervals are the run's own (percentile bootstrap, per-second counts, Wilson); w
 interval of the runs' mean. Point values that break a rule inside the noise show `pass (noise)`.
 
 Prints the table (level, metric, baseline, candidate, change, rule, verdict); `--junit FILE` writes one testcase per
-rule × level. Exit code: 0 every rule holds (or no rule given: the table only), 1 a rule is broken (or a side has no
-value), 2 bad input. Metrics:"""
+rule × level. Exit code: 0 every rule holds (or no rule given: the table only), 1 a rule FAILS (or a side has no
+value at a level), 2 bad input (a rule, a rules file, a folder, levels the runs do not share).
+
+Metrics (docs/regression-gate.md):"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,14 +36,14 @@ if TYPE_CHECKING:
 def _metrics_line() -> str:
     from analysis.level_metrics import METRICS
 
-    return ", ".join(METRICS)
+    return textwrap.fill(", ".join(METRICS), width=116, initial_indent="    ", subsequent_indent="    ")
 
 
 def add_subcommand(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "compare",
         help="regression gate: compare a candidate's runs with a baseline's under rules (exit 1 when one breaks)",
-        description=__doc__ + _metrics_line() + ".",
+        description=__doc__ + "\n" + _metrics_line(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("sides", nargs="*", type=Path, metavar="RUN", help="BASELINE CANDIDATE (run folders)")
