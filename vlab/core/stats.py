@@ -126,15 +126,21 @@ def _cluster_bootstrap(arr: np.ndarray, groups: np.ndarray, q: float, point: flo
     return Interval(point, float(lo), float(hi))
 
 
+def _too_few(arr: np.ndarray) -> Interval | None:
+    """The interval of fewer than 2 values (NaN for none, the value without bounds for one); None for 2 or more."""
+    if arr.size == 0:
+        return NAN_INTERVAL
+    if arr.size < 2:
+        return Interval(float(arr[0]), math.nan, math.nan)
+    return None
+
+
 def mean_ci(values: np.ndarray | list[float]) -> Interval:
     """The mean of `values` and its 95% percentile-bootstrap interval."""
     arr = _finite(values)
-    n = arr.size
-    if n == 0:
-        return NAN_INTERVAL
-    point = float(arr.mean())
-    if n < 2:
-        return Interval(point, math.nan, math.nan)
+    if (few := _too_few(arr)) is not None:
+        return few
+    n, point = arr.size, float(arr.mean())
     draws = arr[_rng().integers(0, n, size=(BOOTSTRAP_B, n))]
     lo, hi = np.percentile(draws.mean(axis=1), [2.5, 97.5])
     return Interval(point, float(lo), float(hi))
@@ -209,12 +215,9 @@ def t_mean_ci(values: np.ndarray | list[float]) -> Interval:
     """The mean of `values` (one per repeated run) and its 95% Student t interval, mean ± t(0.975, n−1)·s/√n with
     s the sample standard deviation (ddof 1); no interval for fewer than 2 values."""
     arr = _finite(values)
-    n = arr.size
-    if n == 0:
-        return NAN_INTERVAL
-    point = float(arr.mean())
-    if n < 2:
-        return Interval(point, math.nan, math.nan)
+    if (few := _too_few(arr)) is not None:
+        return few
+    n, point = arr.size, float(arr.mean())
     half = t_quantile(0.5 + CONFIDENCE / 2.0, n - 1) * float(arr.std(ddof=1)) / math.sqrt(n)
     return Interval(point, point - half, point + half)
 
