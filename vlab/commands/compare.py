@@ -27,6 +27,7 @@ import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from vlab.commands.helptext import plain
 from vlab.core.errors import UserError
 
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ def add_subcommand(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
     parser = subparsers.add_parser(
         "compare",
         help="regression gate: compare a candidate's runs with a baseline's under rules (exit 1 when one breaks)",
-        description=__doc__ + "\n" + _metrics_line(),
+        description=plain(__doc__) + "\n" + _metrics_line(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("sides", nargs="*", type=Path, metavar="RUN", help="BASELINE CANDIDATE (run folders)")

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vlab.commands.helptext import plain
 from vlab.core.errors import UserError
 from vlab.core.jsonsafe import json_safe
 from vlab.core.paths import REPORTS_DIR, SCENARIOS_DIR
@@ -59,7 +60,9 @@ EXPERIMENTS: dict[str, Experiment] = {
 
 def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "experiment", help="Run a ready A/B experiment (prefix caching, KV pressure) and compare.", description=__doc__
+        "experiment",
+        help="Run a ready A/B experiment (prefix caching, KV pressure) and compare.",
+        description=plain(__doc__),
     )
     parser.add_argument(
         "name",
@@ -71,7 +74,14 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--profiles", nargs="+", metavar="PROFILE", help="Override the profiles (first = reference of the ratios)."
     )
-    parser.add_argument("--out", type=Path, help="Experiment folder (default: reports/<time>-experiment-<name>).")
+    parser.add_argument(
+        "-o",
+        "--output",
+        "--out",
+        dest="out",
+        type=Path,
+        help="Experiment folder (default: reports/<time>-experiment-<name>).",
+    )
     parser.set_defaults(func=_cmd_experiment)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from vlab.commands.helptext import plain
 from vlab.core.errors import UserError
 from vlab.core.run_groups import is_group, runs_in
 
@@ -19,7 +20,7 @@ def add_subcommand(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
     parser = subparsers.add_parser(
         "report",
         help="build the HTML report of a run folder, or compare several",
-        description=__doc__,
+        description=plain(__doc__),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="run folder(s) (reports/<run>)")
