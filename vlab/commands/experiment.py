@@ -61,7 +61,7 @@ EXPERIMENTS: dict[str, Experiment] = {
 def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "experiment",
-        help="Run a ready A/B experiment (prefix caching, KV pressure) and compare.",
+        help="Run a ready A/B experiment (prefix caching, KV pressure) or a server-flag matrix, and compare.",
         description=plain(__doc__),
     )
     parser.add_argument(
