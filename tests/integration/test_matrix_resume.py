@@ -74,6 +74,13 @@ def test_an_interrupted_matrix_resumes(tmp_path: Path, capsys) -> None:
     third = FakeStarter(tmp_path)
     assert run_matrix(matrix, out, start=third) == 0 and third.started == []
 
+    manifest = json.loads((out / MATRIX_JSON).read_text())  # as an older suite wrote it, before a profile key with
+    for cell in manifest["cells"]:  # a default was added: still the same matrix
+        del cell["profile"]["tensor_parallel_size"]
+    (out / MATRIX_JSON).write_text(json.dumps(manifest))
+    upgraded = FakeStarter(tmp_path)
+    assert run_matrix(matrix, out, start=upgraded) == 0 and upgraded.started == []
+
     (out / "cells" / one / REQUESTS_CSV).unlink()  # a cell whose records are gone is run again
     fourth = FakeStarter(tmp_path)
     assert run_matrix(matrix, out, start=fourth) == 0 and fourth.started == [one]

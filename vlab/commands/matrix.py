@@ -124,12 +124,12 @@ class Manifest:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise UserError(f"{path}: unreadable manifest ({str(exc).splitlines()[0]})", exit_code=2) from None
-        mine = {k: data.get(k) for k in identity}
-        if json_safe(mine) != json_safe(identity):
-            differs = [k for k in identity if json_safe(data.get(k)) != json_safe(identity[k])]
+        stored = _as_today(data)
+        differs = [k for k in identity if json_safe(stored.get(k)) != json_safe(identity[k])]
+        if differs:
             raise UserError(f"{folder} holds another matrix (its {', '.join(differs)} differ); use another --out",
                             exit_code=2)  # fmt: skip
-        return cls(folder, data)
+        return cls(folder, {**data, **identity})
 
     def cell(self, name: str) -> dict[str, Any]:
         entry: dict[str, Any] = next(c for c in self.data["cells_state"] if c["name"] == name)
@@ -142,6 +142,25 @@ class Manifest:
     def save(self) -> None:
         self.data["updated_at"] = time.time()
         write_json_atomic(self.folder / MATRIX_JSON, json_safe(self.data))
+
+
+def _as_today(stored: dict[str, Any]) -> dict[str, Any]:
+    """A stored manifest's scenario and cell profiles read again with today's models, so that a key added to them
+    since (with its default) does not make the folder another matrix; what no longer validates stays as stored, and
+    differs."""
+    from pydantic import BaseModel, ValidationError
+
+    from server.profile import ServerProfile
+
+    def today(model: type[BaseModel], value: Any) -> Any:
+        try:
+            return model.model_validate_json(json.dumps(value)).model_dump(mode="json")
+        except (ValidationError, TypeError, ValueError):
+            return value
+
+    cells = [{**c, "profile": today(ServerProfile, c.get("profile"))} if isinstance(c, dict) else c
+             for c in stored.get("cells") or []]  # fmt: skip
+    return {**stored, "scenario": today(Scenario, stored.get("scenario")), "cells": cells}
 
 
 def cell_dir(folder: Path, cell: Cell) -> Path:
