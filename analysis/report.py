@@ -2,7 +2,8 @@
 
 `build_report(run_dirs, out)` is the entry point (used by `vlab report` and `vlab sweep`). One run: index.html with
 summary.csv and summary.json written next to the HTML. Several runs: a comparison page (overlaid latency-vs-throughput
-curves and a side-by-side table of key metrics at matching level targets, with ratios run k / run 1).
+curves, the Pareto view of throughput against per-user speed (`analysis.pareto`), and a side-by-side table of key
+metrics at matching level targets, with ratios run k / run 1).
 
 The template is rendered with autoescape on: prompts, model output and server error messages are untrusted text.
 """
@@ -23,6 +24,7 @@ import yaml
 
 from analysis import plots
 from analysis.observations import fmt_target
+from analysis.pareto import pareto_context
 from analysis.pipeline import analyze, write_summary_files
 from analysis.summary import CI_METRICS, METRICS, SLO_ATTAINMENT, RunSummary
 from vlab.core.errors import UserError
@@ -177,6 +179,7 @@ def render_run(s: RunSummary) -> str:
     ctx["figures"] = plots.run_figures(s)
     ctx["srv"] = _server_context(s)
     ctx["gpu"] = s.gpu
+    ctx["pareto"] = pareto_context([s])
     ctx["generated"] = fmt_time(time.time())
     return template_env().get_template("report.html.j2").render(**ctx)
 
@@ -215,6 +218,7 @@ def render_comparison(summaries: Sequence[RunSummary]) -> str:
         server_panels=plots.server_compare_panels(summaries),
         curves=plots.latency_vs_throughput(summaries),
         rows=comparison_rows(summaries),
+        pareto=pareto_context(summaries),
         generated=fmt_time(time.time()),
     )
 

@@ -20,6 +20,7 @@ SUBCOMMAND_MODULES = (
     "vlab.commands.sweep",
     "vlab.commands.locust_cmd",
     "vlab.commands.report",
+    "vlab.commands.compare",
     "vlab.commands.experiment",
     "vlab.commands.lab",
     "vlab.commands.gateway",

@@ -1,10 +1,12 @@
-"""`vlab experiment prefix|kv`: ready-made A/B experiments, each one comparison report.
+"""`vlab experiment prefix|kv|matrix`: ready-made A/B experiments, each one comparison report.
 
 - `prefix`: `scenarios/prefix-cache.yaml` (a ~900-token shared system prefix) against `cpu-smollm2` (prefix caching
   on), then `cpu-smollm2-noprefix` (off). Shows what prefix caching buys in TTFT.
 - `kv`: `scenarios/kv-pressure.yaml` (1, 4, 16 users of 200-token prompts, 128 output tokens) against `cpu-smollm2`
   (2 GiB KV cache, 93,184 tokens), then `cpu-smollm2-tinykv` (24 blocks, 3,072 tokens). Shows queueing and
   preemption when the KV cache is too small for the batch.
+- `matrix FILE`: a server-flag matrix, profiles × flag overrides × one scenario, resumable
+  (`vlab.commands.matrix`; docs/pareto-and-matrix.md).
 
 Each profile's server is started on a free port in its own process group, the scenario is run headless, and the
 server is stopped (whatever happens) before the next one starts: one server at a time. Everything lands in
@@ -59,10 +61,15 @@ EXPERIMENTS: dict[str, Experiment] = {
 def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "experiment",
-        help="Run a ready A/B experiment (prefix caching, KV pressure) and compare.",
+        help="Run a ready A/B experiment (prefix caching, KV pressure) or a server-flag matrix, and compare.",
         description=plain(__doc__),
     )
-    parser.add_argument("name", choices=sorted(EXPERIMENTS), help="prefix: caching on/off; kv: default vs tiny KV")
+    parser.add_argument(
+        "name",
+        choices=[*sorted(EXPERIMENTS), "matrix"],
+        help="prefix: caching on/off; kv: default vs tiny KV; matrix: a server-flag matrix FILE",
+    )
+    parser.add_argument("matrix_file", nargs="?", type=Path, metavar="FILE", help="matrix: the matrix YAML file")
     parser.add_argument("--scenario", type=Path, help="Override the experiment's scenario file.")
     parser.add_argument(
         "--profiles", nargs="+", metavar="PROFILE", help="Override the profiles (first = reference of the ratios)."
@@ -79,12 +86,24 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _cmd_experiment(args: argparse.Namespace) -> int:
+    if args.name == "matrix" or args.matrix_file is not None:
+        return _cmd_matrix(args)
     exp = EXPERIMENTS[args.name]
     scenario_path = args.scenario or exp.scenario
     profiles = tuple(args.profiles or exp.profiles)
     out = run_experiment(exp, scenario_path, profiles, args.out)
     print(f"report: {out}")
     return 0
+
+
+def _cmd_matrix(args: argparse.Namespace) -> int:
+    from vlab.commands.matrix import run_matrix
+
+    if args.name != "matrix" or args.matrix_file is None:
+        raise UserError("a matrix FILE goes with 'vlab experiment matrix FILE' only", exit_code=2)
+    if args.profiles:
+        raise UserError("--profiles: a matrix takes its profiles from its file", exit_code=2)
+    return run_matrix(args.matrix_file, args.out, scenario_file=args.scenario)
 
 
 def run_experiment(exp: Experiment, scenario_path: Path, profiles: tuple[str, ...], out: Path | None = None) -> Path:

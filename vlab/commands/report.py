@@ -1,8 +1,9 @@
 """`vlab report RUN_DIR [RUN_DIR ...] [-o FILE] [--table]`: the HTML report of a run, or a comparison of several.
 
 One run: writes RUN_DIR/index.html (or FILE) plus summary.csv and summary.json next to it. Several runs: writes a
-comparison page to FILE (default: <first run>/compare.html). Raw run files are never modified. `--table` also prints
-each run's per-level results table.
+comparison page to FILE (default: <first run>/compare.html). A folder of runs, such as `vlab sweep --repeat N`'s:
+its repeats summary (repeats.json, repeats.csv, index.html; `analysis.repeats`). Raw run files are never modified.
+`--table` also prints each run's per-level results table.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import argparse
 from pathlib import Path
 
 from vlab.commands.helptext import plain
+from vlab.core.errors import UserError
+from vlab.core.run_groups import is_group, runs_in
 
 
 def add_subcommand(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -31,10 +34,27 @@ def run(args: argparse.Namespace) -> int:
     from analysis.report import write_report
     from analysis.table import results_table
 
+    if len(args.run_dirs) == 1 and is_group(args.run_dirs[0]):
+        if args.output is not None:
+            raise UserError(f"-o: the summary of the runs in {args.run_dirs[0]} is written inside it", exit_code=2)
+        return _repeats(args.run_dirs[0], args.table)
     summaries = [analyze(d) for d in args.run_dirs]
     out = write_report(summaries, args.output)
     if args.table:
         for summary in summaries:
             print(results_table(summary))
     print(f"report: {out}")
+    return 0
+
+
+def _repeats(folder: Path, table: bool) -> int:
+    from analysis.pipeline import analyze
+    from analysis.repeats import write_repeats
+    from analysis.table import results_table
+
+    summaries = [analyze(d) for d in runs_in(folder)]
+    if table:
+        for summary in summaries:
+            print(results_table(summary))
+    print(f"report: {write_repeats(summaries, folder)}")
     return 0

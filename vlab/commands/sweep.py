@@ -56,6 +56,8 @@ def add_subcommand(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
     parser.add_argument("--processes", type=int, default=0, help="Locust worker processes on this machine (default 0)")
     parser.add_argument("--no-report", action="store_true", help="skip the HTML report and the results table")
     parser.add_argument("--dry-run", action="store_true", help="print the effective levels and command; run nothing")
+    parser.add_argument("--repeat", type=int, metavar="N", help="run the scenario N times (r1..rN in the run "
+                        "folder, data.seed + k - 1 each) and summarize the runs: mean and 95%% t interval")  # fmt: skip
     bench = parser.add_argument_group("overrides (vllm bench serve's words; see above)")
     bench.add_argument("--max-concurrency", type=int, metavar="N")
     bench.add_argument("--request-rate", type=float, metavar="R")
@@ -185,10 +187,17 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
                 print(f"  estimate: none ({exc})")
         else:
             print("  estimate: give --host to time one request against the server")
+        if args.repeat:
+            print(f"  repeated {args.repeat} times: r1..r{args.repeat}, data.seed {scenario.data.seed}.."
+                  f"{scenario.data.seed + args.repeat - 1}")  # fmt: skip
         run_dir = args.run_dir or Path("reports/<time>-" + scenario.name)
         print("command: " + " ".join(locust_command(scenario, args.scenario, run_dir, host=args.host,
                                                     processes=args.processes, overrides=overrides)))  # fmt: skip
         return 0
+    if args.repeat is not None:
+        from vlab.commands.repeat import run_repeats
+
+        return run_repeats(args, scenario, overrides)
     if args.run_dir is not None and holds_run(args.run_dir):
         if not args.overwrite:
             raise UserError(

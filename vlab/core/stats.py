@@ -12,6 +12,9 @@
   batch means Y is where steady state begins. It removes the start-up transient (a closed loop's first wave of
   requests all arriving at once) without a fixed warm-up time.
 - `distinguishable(a, b)`: two intervals that overlap do not support a claim that one value is larger.
+- `t_mean_ci(values)`: the Student t interval of a mean over a few independent repeats (mean ± t(0.975, n−1)·s/√n,
+  s the sample standard deviation), for a metric measured once per run across repeated runs.
+- `proportion_ci(k, n)`: the Wilson score interval of a proportion k/n (an error rate, an SLO fraction).
 
 All intervals are 95% (`CONFIDENCE`). Values that are NaN are dropped first.
 """
@@ -123,15 +126,21 @@ def _cluster_bootstrap(arr: np.ndarray, groups: np.ndarray, q: float, point: flo
     return Interval(point, float(lo), float(hi))
 
 
+def _too_few(arr: np.ndarray) -> Interval | None:
+    """The interval of fewer than 2 values (NaN for none, the value without bounds for one); None for 2 or more."""
+    if arr.size == 0:
+        return NAN_INTERVAL
+    if arr.size < 2:
+        return Interval(float(arr[0]), math.nan, math.nan)
+    return None
+
+
 def mean_ci(values: np.ndarray | list[float]) -> Interval:
     """The mean of `values` and its 95% percentile-bootstrap interval."""
     arr = _finite(values)
-    n = arr.size
-    if n == 0:
-        return NAN_INTERVAL
-    point = float(arr.mean())
-    if n < 2:
-        return Interval(point, math.nan, math.nan)
+    if (few := _too_few(arr)) is not None:
+        return few
+    n, point = arr.size, float(arr.mean())
     draws = arr[_rng().integers(0, n, size=(BOOTSTRAP_B, n))]
     lo, hi = np.percentile(draws.mean(axis=1), [2.5, 97.5])
     return Interval(point, float(lo), float(hi))
@@ -160,3 +169,68 @@ def steady_state_start(values: np.ndarray | list[float], batch: int = MSER_BATCH
 def distinguishable(a: Interval, b: Interval) -> bool:
     """True when both intervals are known and do not overlap: only then is "a differs from b" supported."""
     return a.known and b.known and (a.hi < b.lo or b.hi < a.lo)
+
+
+def t_quantile(p: float, df: int) -> float:
+    """The p-quantile (0.5 < p < 1) of Student's t distribution with `df` ≥ 1 degrees of freedom.
+
+    Bisection on the exact CDF for integer degrees of freedom (Abramowitz & Stegun 26.7.3–4): with
+    θ = atan(t/√df), P(|T| ≤ t) = 2/π·(θ + sin θ·(cos θ + 2/3·cos³θ + …)) for odd df and
+    sin θ·(1 + 1/2·cos²θ + 3/8·cos⁴θ + …) for even df, the series running to cos^(df−2)θ."""
+    if not 0.5 < p < 1 or df < 1:
+        raise ValueError(f"t_quantile needs 0.5 < p < 1 and df ≥ 1, got p={p}, df={df}")
+    target = 2.0 * p - 1.0  # P(|T| ≤ t)
+    lo, hi = 0.0, 1.0
+    while _t_central(hi, df) < target:
+        hi *= 2.0
+    for _ in range(200):
+        mid = (lo + hi) / 2.0
+        if _t_central(mid, df) < target:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo <= 1e-12 * hi:
+            break
+    return (lo + hi) / 2.0
+
+
+def _t_central(t: float, df: int) -> float:
+    """P(|T| ≤ t) for Student's t with integer `df` (see `t_quantile`)."""
+    theta = math.atan(t / math.sqrt(df))
+    c, s = math.cos(theta), math.sin(theta)
+    if df % 2 == 1:
+        term, total = c, c if df > 1 else 0.0
+        for k in range(3, df - 1, 2):  # the coefficient of cos^k: 2·4···(k−1) / (1·3···k)
+            term *= c * c * (k - 1) / k
+            total += term
+        return 2.0 / math.pi * (theta + s * total)
+    term, total = 1.0, 1.0
+    for k in range(2, df - 1, 2):  # the coefficient of cos^k: 1·3···(k−1) / (2·4···k)
+        term *= c * c * (k - 1) / k
+        total += term
+    return s * total
+
+
+def t_mean_ci(values: np.ndarray | list[float]) -> Interval:
+    """The mean of `values` (one per repeated run) and its 95% Student t interval, mean ± t(0.975, n−1)·s/√n with
+    s the sample standard deviation (ddof 1); no interval for fewer than 2 values."""
+    arr = _finite(values)
+    if (few := _too_few(arr)) is not None:
+        return few
+    n, point = arr.size, float(arr.mean())
+    half = t_quantile(0.5 + CONFIDENCE / 2.0, n - 1) * float(arr.std(ddof=1)) / math.sqrt(n)
+    return Interval(point, point - half, point + half)
+
+
+def proportion_ci(k: int, n: int) -> Interval:
+    """k/n and its 95% Wilson score interval, (p̂ + z²/2n ± z·√(p̂(1−p̂)/n + z²/4n²)) / (1 + z²/n); it stays inside
+    [0, 1] and is not empty at k = 0 or k = n. NaN for n = 0."""
+    if n <= 0:
+        return NAN_INTERVAL
+    p = k / n
+    z2 = Z * Z
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = Z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    lo = 0.0 if k == 0 else max(0.0, centre - half)
+    hi = 1.0 if k == n else min(1.0, centre + half)
+    return Interval(p, lo, hi)

@@ -35,6 +35,8 @@ class SynthSpec:
     prompt_tokens: int = 64
     requests_per_unit: float = 1.0
     saturation: float = 4.0
+    latency_scale: float = 1.0
+    """Multiplies every time the server takes (first chunk and token gaps): 2.0 is a server twice as slow."""
     total_requests: int | None = None
     """When set, scale every level's count so the run holds about this many requests."""
     error_fraction: float = 0.02
@@ -67,8 +69,8 @@ def make_run(run_dir: Path, spec: SynthSpec) -> Path:
     level, target, t_start = level[order], target[order], t_start[order]
 
     load = np.maximum(target, 1.0)
-    first_chunk = rng.lognormal(np.log(60.0 * load**0.8), 0.3, n)
-    gap_mean = 10.0 * (1.0 + 0.15 * np.log2(load))
+    first_chunk = rng.lognormal(np.log(60.0 * spec.latency_scale * load**0.8), 0.3, n)
+    gap_mean = 10.0 * spec.latency_scale * (1.0 + 0.15 * np.log2(load))
     k = spec.n_events
     gaps = rng.gamma(4.0, (gap_mean / 4.0)[:, None], size=(n, max(k - 1, 0)))
     first = first_chunk + rng.uniform(0.5, 2.0, n)  # the first token event follows the role chunk
