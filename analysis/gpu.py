@@ -315,9 +315,10 @@ def gpu_figure(series: GpuSeries, levels: pd.DataFrame, run_dir: Path | str | No
             if col in g and g[col].notna().any():
                 ax.plot(g["t_s"] - t0, g[col] * scale, lw=1.1, label=f"GPU {int(gpu)}")
         ax.set_title(title)
-        ax.set_ylim(bottom=0)
-        if col == "util_pct":
-            ax.set_ylim(0, 105)
+        peak = float(f[col].max() * scale) if col in f and f[col].notna().any() else 0.0
+        if col == "mem_used_bytes" and "mem_total_bytes" in f and f["mem_total_bytes"].notna().any():
+            peak = float(f["mem_total_bytes"].max() * scale)  # the card's size: a flat line stays visible
+        ax.set_ylim(0, 105 if col == "util_pct" else max(peak * 1.08, 1.0))
         if f["gpu"].nunique() > 1:
             ax.legend(fontsize=7, loc="upper left")
     if server is not None:

@@ -53,11 +53,37 @@ def observe(summary: RunSummary) -> list[str]:
     out: list[str] = []
     rules = (
         _status, _client_path, _client_health, _latency_growth, _throughput_scaling, _server_metrics, _slo, _errors,
-        _tokens, _open_loop, _retrieval, _caps, _samples,
+        _tokens, _first_chunk, _open_loop, _retrieval, _caps, _samples,
     )  # fmt: skip
     for rule in rules:
         out.extend(rule(summary))
     return out
+
+
+EARLY_CHUNK_MS = 5.0
+"""First chunk earlier than the first token by more than this (and 10%) at p50: the server sends its role early."""
+
+
+def _first_chunk(s: RunSummary) -> list[str]:
+    """Where the server sends its (role-only) first chunk well before the first token, TTFT (first generated token)
+    and the first-chunk time (`vllm bench serve`'s TTFT) differ: say both, per level, with their sample sizes."""
+    t = _levels(s.table)
+    if "first_chunk_p50" not in t or t.empty:
+        return []
+    gap = t["ttft_p50"] - t["first_chunk_p50"]
+    early = t[(gap > EARLY_CHUNK_MS) & (gap > 0.1 * t["ttft_p50"])]
+    if early.empty:
+        return []
+    parts = ", ".join(
+        f"{fmt_target(r['target'], s.run.open_loop)}: {r['first_chunk_p50']:.0f} against {r['ttft_p50']:.0f} ms"
+        f" (n = {int(r['n_measured'])})"
+        for _, r in early.iterrows()
+    )
+    return [
+        "The server sent a first chunk without generated text well before the first token (p50 first chunk "
+        f"against TTFT: {parts}). TTFT here is the first generated token; `vllm bench serve` and first-chunk "
+        "timers would report the earlier figure."
+    ]
 
 
 def _levels(table: pd.DataFrame) -> pd.DataFrame:
@@ -139,11 +165,19 @@ def _compare(a: Any, b: Any, metric: str) -> tuple[float, str]:
     return ratio, "diff" if distinguishable(ia, ib) else "same"
 
 
+def _ends(t: pd.DataFrame) -> tuple[Any, Any]:
+    """The lowest and highest levels to compare: those with enough measured requests, when two such exist (a short
+    first level does not silence the comparison of the others); else simply the first and the last."""
+    ok = t[[enough(r) for _, r in t.iterrows()]]
+    use = ok if len(ok) >= 2 else t
+    return use.iloc[0], use.iloc[-1]
+
+
 def _latency_growth(s: RunSummary) -> list[str]:
     t = _levels(s.table)
     if len(t) < 2:
         return []
-    first, last = t.iloc[0], t.iloc[-1]
+    first, last = _ends(t)
     ol = s.run.open_loop
     span = f"from {fmt_target(first['target'], ol)} to {fmt_target(last['target'], ol)} ({_sizes(first, last)})"
     r_ttft, v_ttft = _compare(first, last, "ttft")
@@ -176,7 +210,7 @@ def _throughput_scaling(s: RunSummary) -> list[str]:
                 "throughput scales with load cannot be told from this run."
             ]
         return []
-    first, last = t.iloc[0], t.iloc[-1]
+    first, last = _ends(t)
     h = s.headline
     if h.knee_level is not None and h.knee_level in set(t["level"]):
         k = t[t["level"] == h.knee_level].iloc[0]
@@ -409,9 +443,12 @@ def _server_metrics(s: RunSummary) -> list[str]:
         both = both[both["server_gen_tok_per_s"].notna() & (both["server_gen_tok_per_s"] > 0)]
         if len(both):
             ratios = both["output_tok_per_s"] / both["server_gen_tok_per_s"]
+            spread = (
+                f"{ratios.iloc[0]:.3f} of it" if len(both) == 1
+                else f"{ratios.min():.3f}–{ratios.max():.3f} of it across {len(both)} levels"
+            )  # fmt: skip
             notes.append(
-                f"Output tok/s measured by the client against the server's own generation_tokens rate: "
-                f"{ratios.min():.3f}–{ratios.max():.3f} of it across {len(both)} level(s)."
+                f"Output tok/s measured by the client against the server's own generation_tokens rate: {spread}."
             )
     extra = foreign_requests(h)
     if extra:

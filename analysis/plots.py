@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import io
 from collections.abc import Sequence
+from typing import Any
 
 import matplotlib
 
@@ -19,7 +20,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
-from matplotlib.ticker import EngFormatter
+from matplotlib.ticker import EngFormatter, NullLocator
 
 from analysis.observations import fmt_target
 from analysis.summary import RunSummary
@@ -49,6 +50,32 @@ def _short(value: float) -> str:
 CURVES: tuple[tuple[str, str], ...] = (("ttft", "TTFT"), ("itl", "ITL (pooled)"), ("e2e", "E2E"))
 
 
+def _yerr(t: pd.DataFrame, column: str) -> np.ndarray | None:
+    """Asymmetric error bars [[below], [above]] from `column`'s 95% interval (`<column>_lo/_hi`), None without."""
+    if f"{column}_lo" not in t or f"{column}_hi" not in t:
+        return None
+    v = t[column].to_numpy(dtype=float)
+    lo, hi = t[f"{column}_lo"].to_numpy(dtype=float), t[f"{column}_hi"].to_numpy(dtype=float)
+    below, above = np.clip(v - lo, 0, None), np.clip(hi - v, 0, None)
+    return np.vstack([np.nan_to_num(below), np.nan_to_num(above)])
+
+
+def _level_ticks(ax: Any, x: np.ndarray) -> None:
+    """Ticks at the tested levels only (1, 4, 16 — not 2⁰…2⁴), on a log-2 axis when they span 8× or more."""
+    x = np.unique(x[np.isfinite(x) & (x > 0)])
+    if len(x) > 1 and x.max() / x.min() >= 8:
+        ax.set_xscale("log", base=2)
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xticks(x, [_short(v) for v in x])
+
+
+def _no_data(ax: Any, text: str) -> None:
+    """A panel with nothing to show becomes one line of text."""
+    ax.clear()
+    ax.axis("off")
+    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=9, transform=ax.transAxes)
+
+
 def latency_vs_throughput(summaries: Sequence[RunSummary]) -> str:
     """TTFT, ITL and E2E p50 (solid) and p99 (dashed), ms, against output tok/s; one point per level labelled with its
     target; the knee circled. Several runs: one hue per run."""
@@ -60,7 +87,8 @@ def latency_vs_throughput(summaries: Sequence[RunSummary]) -> str:
         color = palette[k % len(palette)]
         label = s.run.label if len(summaries) > 1 else None
         for ax, (metric, title) in zip(axes, CURVES, strict=False):
-            ax.plot(x, t[f"{metric}_p50"], "o-", color=color, label=(f"{label} p50" if label else "p50"))
+            ax.errorbar(x, t[f"{metric}_p50"], yerr=_yerr(t, f"{metric}_p50"), xerr=_yerr(t, "output_tok_per_s"),
+                        fmt="o-", color=color, capsize=2, label=(f"{label} p50" if label else "p50"))  # fmt: skip
             ax.plot(x, t[f"{metric}_p99"], "s--", color=color, alpha=0.6, label=(f"{label} p99" if label else "p99"))
             for xi, yi, tg in zip(x, t[f"{metric}_p50"], t["target"], strict=False):
                 if np.isfinite(xi) and np.isfinite(yi):
@@ -74,7 +102,8 @@ def latency_vs_throughput(summaries: Sequence[RunSummary]) -> str:
             ax.set_xlabel("output tokens/s")
             ax.set_ylabel("ms")
     axes[0].legend(fontsize=7, loc="upper left")
-    fig.suptitle("Latency vs throughput (one point per level, labelled with its target; red circle = knee)")
+    fig.suptitle("Latency vs throughput (one point per level, labelled with its target; bars = 95% intervals; "
+                 "red circle = knee)")  # fmt: skip
     return to_data_uri(fig)
 
 
@@ -84,7 +113,7 @@ def vs_load(s: RunSummary) -> str:
     x = t["target"].to_numpy(dtype=float)
     xlabel = "target arrival rate (req/s)" if s.run.open_loop else "concurrent users"
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 3.8))
-    a1.plot(x, t["output_tok_per_s"], "o-", label="output tok/s")
+    a1.errorbar(x, t["output_tok_per_s"], yerr=_yerr(t, "output_tok_per_s"), fmt="o-", capsize=2, label="output tok/s")
     a1.set_ylabel("output tokens/s")
     a1.set_xlabel(xlabel)
     a1b = a1.twinx()
@@ -92,19 +121,20 @@ def vs_load(s: RunSummary) -> str:
     a1b.plot(x, t["goodput_req_per_s"], "^:", color="tab:green", label="goodput req/s")
     a1b.set_ylabel("requests/s")
     a1b.grid(False)
-    lines = a1.get_lines() + a1b.get_lines()
-    a1.legend(lines, [ln.get_label() for ln in lines], fontsize=7, loc="upper left")
+    handles, labels = a1.get_legend_handles_labels()
+    more, more_labels = a1b.get_legend_handles_labels()
+    a1.legend(handles + more, labels + more_labels, fontsize=7, loc="upper left")
     a1.set_title("Throughput vs load")
     for metric, title in CURVES:
-        a2.plot(x, t[f"{metric}_p50"], "o-", label=f"{title} p50")
+        a2.errorbar(x, t[f"{metric}_p50"], yerr=_yerr(t, f"{metric}_p50"), fmt="o-", capsize=2, label=f"{title} p50")
     a2.set_yscale("log")
     a2.set_xlabel(xlabel)
     a2.set_ylabel("ms (log)")
-    a2.set_title("Latency p50 vs load")
+    a2.set_title("Latency p50 vs load (bars: 95% intervals)")
     a2.legend(fontsize=7)
-    if len(x) > 1 and x.min() > 0 and x.max() / x.min() >= 8:
-        a1.set_xscale("log", base=2)
-        a2.set_xscale("log", base=2)
+    for ax in (a1, a2):
+        _level_ticks(ax, x)
+    fig.tight_layout()
     return to_data_uri(fig)
 
 
@@ -283,6 +313,8 @@ SCATTER_MAX = 3000
 
 def _level_lines(axes, s: RunSummary, t0: float) -> None:
     for ax in axes:
+        if not ax.axison:  # a panel replaced by its line of text
+            continue
         for r in s.run.levels.itertuples(index=False):
             ax.axvline(r.start_s - t0, color="grey", lw=0.7, ls=":")
 
@@ -310,7 +342,11 @@ def server_panels(s: RunSummary) -> str | None:
     levels = s.run.levels
     t0 = float(levels["start_s"].min()) if len(levels) else float(f["t_s"].min())
     t = f["t_s"].to_numpy(dtype=float) - t0
-    fig, axes = plt.subplots(7, 1, figsize=(12, 15), sharex=True)
+    empty_preempt = not srv.series.has("d_preemptions") or not f["d_preemptions"].fillna(0).any()
+    empty_prefix = not srv.series.has("prefix_hit_rate") or not f["prefix_hit_rate"].fillna(0).any()
+    heights = [1, 1, 1, 0.18 if empty_preempt else 1, 0.18 if empty_prefix else 1, 1, 1]  # a text line, not a panel
+    fig, axes = plt.subplots(7, 1, figsize=(12, 2.15 * sum(heights)), sharex=True,
+                             gridspec_kw={"height_ratios": heights})  # fmt: skip
     ax = axes[0]
     if len(levels):
         xs = np.append(levels["start_s"].to_numpy() - t0, float(levels["end_s"].max()) - t0)
@@ -339,21 +375,26 @@ def server_panels(s: RunSummary) -> str | None:
     cap = srv.headline.kv_capacity_tokens
     ax.set_title(f"Server: KV-cache usage{f' (capacity {cap:,} tokens)' if cap else ''}")
     ax = axes[3]
-    if srv.series.has("d_preemptions"):
+    if empty_preempt:
+        _no_data(ax, "Server: no preemption in this run.")
+    else:
         width = srv.headline.interval_s if np.isfinite(srv.headline.interval_s) else 0.5
         ax.bar(t, f["d_preemptions"], width=width, color="tab:orange", label="per sample window")
         axb = ax.twinx()
         axb.plot(t, np.cumsum(f["d_preemptions"].to_numpy()), color="black", lw=1, label="cumulative")
         axb.set_ylabel("cumulative")
         axb.grid(False)
-    ax.set_ylabel("preemptions")
-    ax.set_title("Server: preemptions")
+        ax.set_ylabel("preemptions")
+        ax.set_title("Server: preemptions")
     ax = axes[4]
-    if srv.series.has("prefix_hit_rate"):
+    if empty_prefix:
+        what = "no prefix-cache hit" if srv.series.has("prefix_hit_rate") else "no prefix-cache counters"
+        _no_data(ax, f"Server: {what} in this run.")
+    else:
         ax.plot(t, f["prefix_hit_rate"] * 100.0, ".-", color="tab:cyan", lw=0.8, ms=3)
         ax.set_ylim(-2, 102)
-    ax.set_ylabel("%")
-    ax.set_title("Server: prefix-cache hit rate per sample window (Δhits / Δqueries)")
+        ax.set_ylabel("%")
+        ax.set_title("Server: prefix-cache hit rate per sample window (Δhits / Δqueries)")
     for ax, column, hist, title in (
         (axes[5], "ttft_ms", "ttft", "TTFT"),
         (axes[6], "itl_mean_ms", "itl", "ITL (client: per-request mean)"),

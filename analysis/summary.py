@@ -273,14 +273,17 @@ def find_knee(table: pd.DataFrame) -> tuple[int | None, bool]:
     Walking the levels in order of target, the knee is the first level i whose next level raises output tok/s by
     less than KNEE_THROUGHPUT_GAIN (10 %) while its p50 TTFT or p50 E2E grows by more than KNEE_LATENCY_GROWTH (50 %)
     — and that growth is real (the two levels' intervals do not overlap). A comparison between levels with fewer
-    than MIN_SAMPLES measured requests is not supported: then no knee is named.
+    than MIN_SAMPLES measured requests is not supported: then no knee is named. "No knee" is supported only when at
+    least two levels were compared and every compared pair had enough requests.
     """
     t = table[table["n_measured"] > 0].sort_values("target", kind="stable")
-    supported = True
+    supported = t["target"].nunique() >= 2
     for i in range(len(t) - 1):
         a, b = t.iloc[i], t.iloc[i + 1]
         if a["target"] == b["target"]:
             continue
+        if not (enough(a) and enough(b)):
+            supported = False
         tps_a, tps_b = float(a["output_tok_per_s"]), float(b["output_tok_per_s"])
         if not (np.isfinite(tps_a) and tps_a > 0 and np.isfinite(tps_b)):
             continue

@@ -4,6 +4,7 @@ process group at the end). Set VLAB_TEST_BASE_URL to reuse a server that is alre
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 from vlab.core.paths import REPO_ROOT
 
 ARTIFACTS = REPO_ROOT / "test-artifacts"
+RUN_FIXTURES = Path(__file__).parent / "fixtures" / "runs"
 pytest_plugins = ["tests.support.rag"]
 
 
@@ -35,3 +37,15 @@ def write_scenario(tmp_path: Path):
         return path
 
     return write
+
+
+@pytest.fixture
+def run_copy(tmp_path: Path):
+    """Copy a recorded run from tests/fixtures/runs into the test's temp folder (reports are written next to it)."""
+
+    def copy(name: str) -> Path:
+        dest = tmp_path / name
+        shutil.copytree(RUN_FIXTURES / name, dest)
+        return dest
+
+    return copy

@@ -70,14 +70,16 @@ def assert_survived(requests: pd.DataFrame, run_dir: Path, status: str = "comple
 def test_fault_is_recorded_with_its_category(
     proxy: FaultProxy, tmp_path: Path, fault: Fault, kind: str, message: str
 ) -> None:
-    every_other = Fault(fault.kind, fault.after_events, fault.status, fault.delay_s, every=2)  # every other request
-    with proxy.injecting(every_other):
+    # Every third request: the healthy ones stay the majority, so the run completes (more than half failed would be a
+    # failed run, and with every other request the closed-loop back-off after errors can tip the share either way).
+    every_third = Fault(fault.kind, fault.after_events, fault.status, fault.delay_s, every=3)
+    with proxy.injecting(every_third):
         requests, code, run_dir = run_with(tmp_path, proxy.base_url)
     failed = requests[requests.ok == 0]
     failed = failed[failed.error_kind != "cut_off"]
     assert len(failed) >= 2 and (failed.error_kind == kind).all(), failed[["error_kind", "error"]]
     assert failed.error.str.contains(message, regex=False).all(), failed.error.tolist()
-    assert (requests.ok == 1).sum() >= 2  # the healthy half of the requests kept flowing
+    assert (requests.ok == 1).sum() >= 2  # the healthy requests kept flowing
     # Locust's convention (--exit-code-on-error 1) when some requests failed; a 429 is load refused, not a failure
     assert code == (0 if kind == "rate_limited" else 1)
     assert_survived(requests, run_dir)

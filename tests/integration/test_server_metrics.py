@@ -7,7 +7,6 @@ from __future__ import annotations
 import http.server
 import json
 import os
-import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -269,16 +268,6 @@ def _synthetic_metrics(run: Path, overhead_ms: float = 10.0) -> None:
     note = {"available": True, "kv_capacity_tokens": 3072, "block_size": 128, "num_blocks": 24, "names": {}}
     (run / METRICS_JSON).write_text(json.dumps(note))
     assert meta["format"] in (1, 2)
-
-
-@pytest.fixture
-def run_copy(tmp_path: Path):
-    def copy(name: str) -> Path:
-        dest = tmp_path / name
-        shutil.copytree(RUN_FIXTURES / name, dest)
-        return dest
-
-    return copy
 
 
 def test_report_aligns_server_series_with_levels(run_copy) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,18 +15,6 @@ from vlab.core.paths import REPO_ROOT
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "runs"
 ARTIFACTS = REPO_ROOT / "test-artifacts"
-
-
-@pytest.fixture
-def run_copy(tmp_path: Path):
-    """Copy a fixture run into the temp folder (reports are written next to the run)."""
-
-    def copy(name: str) -> Path:
-        dest = tmp_path / name
-        shutil.copytree(FIXTURES / name, dest)
-        return dest
-
-    return copy
 
 
 # ------------------------------------------------------------------------------------------ independent reference

@@ -121,3 +121,18 @@ def test_unknown_arrival_law_is_refused(write_scenario) -> None:
     path = write_scenario("name: x\nload: {rate: 2, duration: 10s, arrival: {process: bursty}}\n")
     with pytest.raises(ConfigError, match="unknown arrival process 'bursty'"):
         load_scenario(path)
+
+
+def test_dry_run_estimate_from_one_request() -> None:
+    from vlab.commands.sweep import estimate_levels
+    from vlab.core.scenario import parse_scenario
+
+    sc = parse_scenario(
+        {"name": "e", "load": {"stages": [{"users": 1, "requests": 30, "duration": 5},
+                                          {"users": 10, "requests": 30, "duration": 5}]}},
+        "e.yaml",
+    )  # fmt: skip
+    lines = estimate_levels(sc, request_s=2.0)
+    # level 0: 30 requests x 2 s at 1 user = 60 s (+ one request's drain); level 1: max(5, 30 / 10 x 2) + 2 = 8 s
+    assert lines[0].strip() == "level 0: ~62 s" and lines[1].strip() == "level 1: ~8 s"
+    assert "~1.2 min" in lines[2]

@@ -18,9 +18,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+from vlab.client.api import credentials_for, http_json, probe_server
 from vlab.commands.runner import locust_command, run_locust
 from vlab.core.datasets import load_scenario_data
 from vlab.core.errors import ConfigError, UserError
@@ -129,6 +131,39 @@ def describe_levels(scenario: Scenario) -> list[str]:
     return lines
 
 
+def probe_request_s(host: str, scenario: Scenario) -> float:
+    """Seconds one request of the scenario's mean shape takes at 1 user (a non-streamed completion of
+    ~prompt-tokens words and the mean output length, ignore_eos): the dry run's yardstick. Raises `UserError` when
+    the server cannot be asked."""
+    creds = credentials_for(scenario.api)
+    info = probe_server(host, scenario.api.model, creds=creds)
+    lo, hi = scenario.data.prompt_tokens.bounds()
+    out_lo, out_hi = scenario.data.output_tokens.bounds()
+    words = " ".join(["hello"] * max(1, (lo + hi) // 2))
+    payload = {"model": info.model, "prompt": words, "max_tokens": max(1, (out_lo + out_hi) // 2),
+               "ignore_eos": True, "temperature": 0}  # fmt: skip
+    t0 = time.perf_counter()
+    http_json(host, "/v1/completions", payload, creds=creds, timeout_s=120.0)
+    return time.perf_counter() - t0
+
+
+def estimate_levels(scenario: Scenario, request_s: float) -> list[str]:
+    """Per level, the time it should take given one request takes `request_s` at 1 user: closed loop, the longer of
+    its `duration` and requests / users × request_s; open loop, the longer of its `duration` and requests / rate.
+    Closed-loop figures assume perfect scaling with users, so they are lower bounds where the server slows down."""
+    load, total, lines = scenario.load, 0.0, []
+    for i, st in enumerate(load.stages):
+        need = 0.0
+        if st.requests is not None:
+            need = st.requests / st.target * (1.0 if load.open_loop else request_s)
+        est = min(max(st.duration or 0.0, need), st.cap_s) + (request_s if load.drain else 0.0)
+        total += est
+        lines.append(f"  level {i}: ~{est:.0f} s")
+    lines.append(f"  estimate: ~{total / 60:.1f} min ({request_s:.2f} s per request at 1 user, measured now; "
+                 "closed-loop levels are lower bounds: latency grows with users)")  # fmt: skip
+    return lines
+
+
 def _cmd_sweep(args: argparse.Namespace) -> int:
     overrides = bench_overrides(args, read_scenario_file(args.scenario))
     scenario = load_scenario(args.scenario, overrides)
@@ -138,6 +173,13 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(f"scenario {scenario.name} ({args.scenario}):")
         print("\n".join(describe_levels(scenario)))
+        if args.host:
+            try:
+                print("\n".join(estimate_levels(scenario, probe_request_s(args.host, scenario))))
+            except UserError as exc:
+                print(f"  estimate: none ({exc})")
+        else:
+            print("  estimate: give --host to time one request against the server")
         run_dir = args.run_dir or Path("reports/<time>-" + scenario.name)
         print("command: " + " ".join(locust_command(scenario, args.scenario, run_dir, host=args.host,
                                                     processes=args.processes, overrides=overrides)))  # fmt: skip

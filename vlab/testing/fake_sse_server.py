@@ -21,8 +21,8 @@ Edge cases, for comparing what load tools report with the truth (`bench/peers`):
 content event carries K tokens), `--ttft-ms` (staggered: arrival to first token), `--role-first` (chat: the role
 chunk at once, before any token), `--stall-ms MS --stall-after N` (staggered: a silence inside each stream),
 `--cut-after N` (abort each stream after N token events), `--status CODE --status-every N` (answer every N-th
-completion request with CODE and vLLM's JSON error body). `/events` then also says, per request, its HTTP `status`
-and the `tokens` it carried.
+completion request with CODE and vLLM's JSON error body; `--retry-after S` adds that header). `/events` then also
+says, per request, its HTTP `status` and the `tokens` it carried.
 
 Also serves `GET /v1/models` (id `fake`, max_model_len 4096), `GET /health`, `GET /version`, `POST /tokenize`
 (one token per word; `token_strs` in GPT-2 style, so the suite's vocabulary calibration works), `GET /stats`.
@@ -73,6 +73,8 @@ class Options:
     """Abort the connection (no terminal chunk, no usage, no [DONE]) after this many token events; 0 = never."""
     status: int = 0
     status_every: int = 1
+    retry_after: float | None = None
+    """Seconds for a `Retry-After` header on those error answers (None: no header)."""
     """Answer every `status_every`-th completion request with HTTP `status` and a vLLM-style JSON error; 0 = never."""
 
 
@@ -242,7 +244,8 @@ class Server:
         status = self.opts.status
         kind = {429: "TooManyRequests", 500: "InternalServerError"}.get(status, "Error")
         error = {"message": f"fake-sse: injected {status}", "type": kind, "param": None, "code": status}
-        conn.respond(status, {"error": error})
+        retry = f"retry-after: {self.opts.retry_after:g}\r\n" if self.opts.retry_after is not None else ""
+        conn.respond(status, {"error": error}, retry)
         if self.opts.keep_events:
             self.log[rid] = {"rid": rid, "arrival_ns": time.perf_counter_ns(), "role_ns": None, "token_ns": [],
                              "complete": False, "status": status, "tokens": 0}  # fmt: skip
@@ -399,13 +402,13 @@ class Conn(asyncio.Protocol):
             method, path, _ = head[0].split(" ", 2)
             self.server.handle(self, method, path, body)
 
-    def respond(self, status: int, obj: object) -> None:
+    def respond(self, status: int, obj: object, extra_headers: str = "") -> None:
         body = b"" if obj is None else json.dumps(obj).encode()
         reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 429: "Too Many Requests",
-                  500: "Internal Server Error"}.get(status, "OK")  # fmt: skip
+                  500: "Internal Server Error", 503: "Service Unavailable"}.get(status, "OK")  # fmt: skip
         self.transport.write(
-            b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
-            % (status, reason.encode(), len(body), body)
+            b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n%s\r\n%s"
+            % (status, reason.encode(), len(body), extra_headers.encode(), body)
         )
 
 
@@ -449,6 +452,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cut-after", type=int, default=0, help="Abort each stream after N token events.")
     parser.add_argument("--status", type=int, default=0, help="Answer completion requests with this HTTP status.")
     parser.add_argument("--status-every", type=int, default=1, help="... every N-th request only.")
+    parser.add_argument("--retry-after", type=float, help="... with a Retry-After header of this many seconds.")
     parser.add_argument("--cpu", type=int, default=None, help="Pin the process to this core.")
     parser.add_argument("--no-uvloop", action="store_true")
     args = parser.parse_args(argv)
@@ -469,6 +473,7 @@ def main(argv: list[str] | None = None) -> None:
         cut_after=args.cut_after,
         status=args.status,
         status_every=args.status_every,
+        retry_after=args.retry_after,
     )
     if not args.no_uvloop:
         try:
