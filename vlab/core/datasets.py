@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from vlab.core.errors import ConfigError
 from vlab.core.filecache import cached_by_file
+from vlab.core.traces import TraceSummary, load_trace
 
 if TYPE_CHECKING:
     from vlab.core.scenario import DataConfig
@@ -264,8 +265,9 @@ def load_questions(path: str | Path, *, labelled: bool = False) -> QuestionLoad:
     return loaded
 
 
-def load_scenario_data(data: DataConfig) -> LoadSummary | None:
-    """Load a scenario's dataset or RAG questions, if it has one, and return the summary (or raise ConfigError).
+def load_scenario_data(data: DataConfig) -> LoadSummary | TraceSummary | None:
+    """Load a scenario's dataset, RAG questions or trace, if it has one, and return the summary (or raise
+    ConfigError).
 
     Meant for start-up, before any load: the prompt factory built later in the same process reuses the parse.
     """
@@ -273,6 +275,8 @@ def load_scenario_data(data: DataConfig) -> LoadSummary | None:
         return load_dataset(data.dataset.path, data.dataset.format).summary
     if data.rag is not None:
         return load_questions(data.rag.questions).summary
+    if data.trace is not None:
+        return load_trace(data.trace.path, data.trace.format, data.trace.block_tokens).summary
     return None
 
 

@@ -424,6 +424,13 @@ class RagConfig(StrictModel):
     k: int = Field(default=4, ge=1, description="Chunks retrieved per question.")
 
 
+def not_default(model: BaseModel, key: str) -> bool:
+    """The field `key` of `model` holds something other than its default (so a scenario read back from run.json,
+    where every default is written out, means the same as the file it came from)."""
+    default = type(model).model_fields[key].get_default(call_default_factory=True)
+    return bool(getattr(model, key) != default)
+
+
 class DataConfig(StrictModel):
     """What each request sends and asks for."""
 
@@ -455,7 +462,7 @@ class DataConfig(StrictModel):
             raise ValueError("rag builds its prompts from retrieval: not combinable with dataset or shared_prefix")
         if self.trace is not None:
             clash = [k for k in ("dataset", "rag", "shared_prefix", "prompt_tokens", "output_tokens")
-                     if k in self.model_fields_set and getattr(self, k) is not None]  # fmt: skip
+                     if not_default(self, k)]  # fmt: skip
             if clash:
                 raise ValueError(
                     f"trace gives every request's lengths and prefixes: not combinable with {', '.join(clash)}"
@@ -494,7 +501,7 @@ class Scenario(StrictModel):
         if self.data.batch > 1 and self.api.endpoint != "embeddings":
             raise ValueError("data.batch applies to api.endpoint: embeddings only")
         if self.api.endpoint == "embeddings":
-            unused: list[str] = [k for k in ("output_tokens", "ignore_eos") if k in self.data.model_fields_set]
+            unused = [k for k in ("output_tokens", "ignore_eos") if not_default(self.data, k)]
             if self.data.dataset is not None and self.data.dataset.multi_turn:
                 unused.append("dataset.multi_turn")
             if self.data.rag is not None:
