@@ -82,7 +82,7 @@ def responses_stream(*, end: str = "response.completed", status: str = "complete
                 "incomplete_details": None,
                 "error": {"message": "boom"},
             },
-        ),  # fmt: skip
+        ),
     ]
 
 

@@ -127,7 +127,9 @@ class Server:
     def start_stream(self, conn: Conn, body: dict, chat: bool, responses: bool = False) -> None:
         rid = self.next_rid
         self.next_rid += 1
-        limit = body.get("max_output_tokens") if responses else body.get("max_tokens") or body.get("max_completion_tokens")
+        limit = (
+            body.get("max_output_tokens") if responses else body.get("max_tokens") or body.get("max_completion_tokens")
+        )
         n = self.opts.tokens or int(limit or 16)
         if responses:
             given = body.get("input", "")
@@ -391,8 +393,11 @@ def render_response_events(rid: int, n: int, prompt_tokens: int, reasoning: int 
     out = [
         event("response.created", f'"response":{{{resp},"status":"in_progress","output":[],"usage":null}}'),
         event("response.in_progress", f'"response":{{{resp},"status":"in_progress","output":[],"usage":null}}'),
-        event("response.output_item.added", f'"item":{{"id":"msg_{rid:012d}","type":"message","role":"assistant",'
-              '"status":"in_progress","content":[]},"output_index":0'),  # fmt: skip
+        event(
+            "response.output_item.added",
+            f'"item":{{"id":"msg_{rid:012d}","type":"message","role":"assistant",'
+            '"status":"in_progress","content":[]},"output_index":0',
+        ),
         event("response.content_part.added", f'{item},"part":{{"type":"output_text","text":"","annotations":[]}}'),
     ]
     words = [" " + _WORDS[(rid + j) % len(_WORDS)] for j in range(n)]
@@ -517,7 +522,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--status", type=int, default=0, help="Answer completion requests with this HTTP status.")
     parser.add_argument("--status-every", type=int, default=1, help="... every N-th request only.")
     parser.add_argument("--retry-after", type=float, help="... with a Retry-After header of this many seconds.")
-    parser.add_argument("--reasoning", type=int, default=0, help="First N token events are reasoning (chat, responses).")
+    parser.add_argument(
+        "--reasoning", type=int, default=0, help="First N token events are reasoning (chat, responses)."
+    )
     parser.add_argument("--reasoning-field", choices=("reasoning", "reasoning_content"), default="reasoning")
     parser.add_argument("--cpu", type=int, default=None, help="Pin the process to this core.")
     parser.add_argument("--no-uvloop", action="store_true")
