@@ -392,6 +392,10 @@ class DatasetConfig(StrictModel):
     )
 
 
+TRACE_ONE_PROCESS = "a trace replay runs in one load process (its rows keep their order): drop --processes/--workers"
+"""Why a trace replay refuses several load processes (`vlab.locust.plugin`, `vlab.commands.runner`)."""
+
+
 class TraceConfig(StrictModel):
     """A request trace replayed at its recorded arrival times (`load.stages[*].speed`): each row's input and output
     lengths, and Mooncake's prefix blocks (`vlab.core.traces`; docs/traces.md)."""

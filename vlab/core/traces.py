@@ -101,7 +101,7 @@ class TraceSummary(BaseModel):
             f"input mean {self.input_tokens_mean:.0f} (max {self.input_tokens_max}) tokens, output mean "
             f"{self.output_tokens_mean:.0f} (max {self.output_tokens_max})",
         ]
-        if self.block_tokens is not None:
+        if self.block_tokens is not None and self.distinct_blocks:
             parts.append(
                 f"{self.distinct_blocks} distinct {self.block_tokens}-token prefix blocks, "
                 f"{self.reusable_fraction:.0%} of prompt tokens reusable from earlier rows"

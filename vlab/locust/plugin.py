@@ -58,6 +58,7 @@ from vlab.core.runfolder import (
     read_run_meta,
     write_levels,
 )
+from vlab.core.scenario import TRACE_ONE_PROCESS
 from vlab.locust import options as vlab_options
 from vlab.locust.cluster import LocalCluster, MasterCluster, install_worker, send_level
 from vlab.locust.context import RunContext, current, set_context
@@ -126,7 +127,7 @@ def _on_init(environment: Environment, **_kw: Any) -> None:
                 _error(f"--run-dir {ctx.run_dir} already holds a run; choose another folder or pass --overwrite", 2)
             clear_run(ctx.run_dir)
     if scenario.load.replays_trace and (worker or isinstance(environment.runner, MasterRunner)):
-        _error("a trace replay runs in one load process (its rows keep their order): drop --processes/--workers", 2)
+        _error(TRACE_ONE_PROCESS, EXIT_BAD_INPUT)
     if loaded is not None:
         ctx.dataset_summary = {**loaded.model_dump(mode="json"), "line": loaded.line()}
         if not worker:
