@@ -191,12 +191,9 @@ def _mooncake_rows(path: Path, lines: Any, block_tokens: int) -> Any:
 
 def _burstgpt_rows(path: Path, fh: Any) -> Any:
     reader = csv.reader(fh)
-    try:
-        header = next(reader)
-    except StopIteration:
+    header = _next_csv_row(reader, path, "header")
+    if header is None:
         return
-    except csv.Error as exc:
-        raise ConfigError(f"{path}: line 1: unreadable CSV header ({exc})") from None
     names = [h.strip().lstrip("\ufeff") for h in header]
     missing = [c for c in BURSTGPT_COLUMNS if c not in names]
     if missing:
@@ -205,13 +202,7 @@ def _burstgpt_rows(path: Path, fh: Any) -> Any:
             f"(a BurstGPT header has {', '.join(BURSTGPT_COLUMNS)}, ...; found {', '.join(map(repr, names[:8]))})"
         )
     at = [names.index(c) for c in BURSTGPT_COLUMNS]
-    while True:
-        try:
-            row = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as exc:
-            raise ConfigError(f"{path}: line {reader.line_num}: unreadable CSV row ({exc})") from None
+    while (row := _next_csv_row(reader, path, "row")) is not None:
         if not row or not any(cell.strip() for cell in row):
             continue
         where = f"{path}: line {reader.line_num}"
@@ -221,6 +212,17 @@ def _burstgpt_rows(path: Path, fh: Any) -> Any:
         n_in = _tokens(_number(row[at[1]], where, "Request tokens"), where, "Request tokens")
         n_out = _tokens(_number(row[at[2]], where, "Response tokens"), where, "Response tokens")
         yield reader.line_num, t_s, n_in, n_out, ()
+
+
+def _next_csv_row(reader: Any, path: Path, what: str) -> list[str] | None:
+    """The next CSV row, None at the end; an unreadable one is a `ConfigError` naming its line."""
+    try:
+        row: list[str] = next(reader)
+    except StopIteration:
+        return None
+    except csv.Error as exc:
+        raise ConfigError(f"{path}: line {reader.line_num or 1}: unreadable CSV {what} ({exc})") from None
+    return row
 
 
 def _number(cell: str, where: str, name: str) -> float:
