@@ -154,6 +154,7 @@ def _run_context(s: RunSummary) -> dict[str, Any]:
         "status": meta.status,
         "duration_s": duration,
         "open_loop": ol,
+        "embeddings": s.run.scenario.api.endpoint == "embeddings",
         "unit": "req/s" if ol else "users",
         "headline": h,
         "max_tps_at": fmt_target(h.max_output_tps_target, ol) if h.max_output_tps_target is not None else None,

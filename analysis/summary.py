@@ -21,7 +21,11 @@ Per level (rows of levels.csv; `end_s` is when the level stopped starting reques
 - token checks over measured requests: prompt mismatch, completion mismatch (early stops), multi-token events.
 - open loop: achieved arrival rate = arrivals due inside W / |W| (due = t_start_s − queue_wait_ms/1000); an
   arrival waited for a slot only when every slot was busy (`waited_for_slot`); the other arrivals' send lateness is
-  the generator's dispatch lag (p50/p99/max, ms).
+  the generator's dispatch lag (p50/p99/max, ms). Schedule lag p50/p99/max = the `schedule_lag_ms` (send − scheduled
+  arrival; a trace replay: − the row's recorded time ÷ speed) of every request the level sent, window or not: a
+  replay's fidelity is judged over all its rows.
+- input tok/s = prompt tokens (server usage, else requested) of the successful requests that ended inside W / |W|:
+  the throughput of an embeddings workload.
 """
 
 from __future__ import annotations
@@ -186,6 +190,7 @@ def summarize_levels(run: RunData) -> tuple[pd.DataFrame, dict[int, LevelStats],
             output_tok_per_s=rate, output_tok_per_s_lo=ci.lo, output_tok_per_s_hi=ci.hi,
             req_per_s=rec["n_completed"] / span if span > 0 else math.nan,
             total_tok_per_s=(received + float(np.nansum(prompt_tokens[ends_in]))) / span if span > 0 else math.nan,
+            input_tok_per_s=float(np.nansum(prompt_tokens[ends_in])) / span if span > 0 else math.nan,
         )  # fmt: skip
         pool = in_window & (kind != Outcome.CUT_OFF)
         good_rps, good_frac = goodput(int((slo_ok & in_window).sum()), int(pool.sum()), span)
@@ -223,6 +228,7 @@ def _open_loop(
     arrived = in_level & (due >= lo) & (due <= hi)
     waited = arrived & req["waited_for_slot"].to_numpy()
     lag = summarize(queue_wait[arrived & ~waited])
+    schedule = summarize(req["schedule_lag_ms"].to_numpy(dtype=float)[in_level])
     n = int(arrived.sum())
     span = hi - lo
     return {
@@ -234,6 +240,10 @@ def _open_loop(
         "dispatch_lag_p50_ms": lag.p50,
         "dispatch_lag_p99_ms": lag.p99,
         "dispatch_lag_max_ms": lag.max,
+        "schedule_lag_all_n": schedule.n,
+        "schedule_lag_all_p50_ms": schedule.p50,
+        "schedule_lag_all_p99_ms": schedule.p99,
+        "schedule_lag_all_max_ms": schedule.max,
     }
 
 

@@ -26,6 +26,17 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
 )
 
 
+EMBEDDINGS_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    *COLUMNS[:2],
+    ("e2e_p50", "latency p50", "{:.1f}"),
+    ("e2e_p99", "p99", "{:.1f}"),
+    ("req_per_s", "req/s", "{:.2f}"),
+    ("input_tok_per_s", "input tok/s", "{:.0f}"),
+    *COLUMNS[-2:],
+)
+"""An embeddings run's columns: no tokens are generated, so latency (E2E), requests/s and input tokens/s."""
+
+
 def _cell(value: object, spec: str) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "—"
@@ -37,10 +48,11 @@ def _cell(value: object, spec: str) -> str:
 def results_table(summary: RunSummary) -> str:
     """The table as text, one row per level (times in ms)."""
     unit = "req/s" if summary.run.open_loop else "users"
-    header = [title if key != "target" else f"{title} ({unit})" for key, title, _ in COLUMNS]
+    columns = EMBEDDINGS_COLUMNS if summary.run.scenario.api.endpoint == "embeddings" else COLUMNS
+    header = [title if key != "target" else f"{title} ({unit})" for key, title, _ in columns]
     rows = []
     for rec in summary.table.to_dict(orient="records"):
-        cells = [_cell(rec.get(key), spec) for key, _, spec in COLUMNS]
+        cells = [_cell(rec.get(key), spec) for key, _, spec in columns]
         if int(rec.get("n_measured", 0)) < MIN_SAMPLES:
             cells[1] += "*"
         rows.append(cells)
@@ -49,6 +61,17 @@ def results_table(summary: RunSummary) -> str:
     lines += ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
     if any(int(rec.get("n_measured", 0)) < MIN_SAMPLES for rec in summary.table.to_dict(orient="records")):
         lines.append(f"* fewer than {MIN_SAMPLES} measured requests: percentiles are rough")
+    records = summary.table.to_dict(orient="records")
+    lines += [_schedule_lag_line(rec) for rec in records if rec.get("schedule_lag_all_n")]
     lines.append(f"run {summary.run.name}: {summary.run.meta.status}"
                  + (f" ({summary.run.meta.status_reason})" if summary.run.meta.status_reason else ""))  # fmt: skip
     return "\n".join(lines)
+
+
+def _schedule_lag_line(rec: dict) -> str:
+    """One open-loop level's schedule lag (send − scheduled arrival; a trace: − its recorded time) over all it sent."""
+    p50, p99, top = (_cell(rec[f"schedule_lag_all_{k}_ms"], "{:.1f}") for k in ("p50", "p99", "max"))
+    n = int(rec["schedule_lag_all_n"])
+    return (
+        f"level {rec['level']}: schedule lag (send − scheduled) over {n} requests: p50 {p50}, p99 {p99}, max {top} ms"
+    )

@@ -28,6 +28,18 @@ def vllm_base_url() -> Iterator[str]:
         yield url
 
 
+@pytest.fixture(scope="session")
+def vllm_embed_base_url() -> Iterator[str]:
+    """Base URL of a real local vLLM serving all-MiniLM-L6-v2 as a pooling model, `minilm` (profile
+    cpu-minilm-embed). Set VLAB_TEST_EMBED_BASE_URL to reuse a server that is already running."""
+    from server.launcher import serving
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    log_path = ARTIFACTS / "vllm-test-embed-server.log"
+    with serving(os.environ.get("VLAB_TEST_EMBED_BASE_URL"), "cpu-minilm-embed", log_path=log_path) as url:
+        yield url
+
+
 @pytest.fixture
 def write_scenario(tmp_path: Path):
     """Write a scenario YAML into the test's temp folder and return its path."""

@@ -26,12 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
-from vlab.core.errors import UserError
+from vlab.core.errors import ConfigError, UserError
 from vlab.core.paths import REPO_ROOT
 from vlab.core.processes import die_with_parent
 from vlab.core.records import RequestRecord
 from vlab.core.runfolder import LEVELS_CSV, LOCUST_CSV_PREFIX, LOCUST_LOG, MONITOR_CSV, REQUESTS_CSV
-from vlab.core.scenario import Scenario
+from vlab.core.scenario import TRACE_ONE_PROCESS, Scenario
 from vlab.core.tail import CsvTail
 
 LOCUSTFILE = REPO_ROOT / "locustfiles" / "llm.py"
@@ -53,6 +53,8 @@ def locust_command(
     extra_args: list[str] | None = None,
 ) -> list[str]:
     """The exact Locust command line of a headless run of the scenario (the report is built by the caller)."""
+    if processes > 1 and scenario.load.replays_trace:
+        raise ConfigError(TRACE_ONE_PROCESS)
     cmd = [
         sys.executable, "-m", "locust",
         "-f", str(RAG_LOCUSTFILE if scenario.data.rag else LOCUSTFILE),

@@ -176,7 +176,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     scenario = load_scenario(args.scenario, overrides)
     summary = load_scenario_data(scenario.data)  # a dataset where nothing is usable: one line, no run folder
     if summary is not None:
-        print(f"dataset: {summary.line()}", file=sys.stderr)
+        print(f"{'trace' if scenario.data.trace else 'dataset'}: {summary.line()}", file=sys.stderr)
     if args.dry_run:
         print(f"scenario {scenario.name} ({args.scenario}):")
         print("\n".join(describe_levels(scenario)))

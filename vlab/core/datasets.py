@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import codecs
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -39,6 +38,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from vlab.core.errors import ConfigError
+from vlab.core.filecache import cached_by_file
+from vlab.core.traces import TraceSummary, load_trace
 
 if TYPE_CHECKING:
     from vlab.core.scenario import DataConfig
@@ -250,7 +251,7 @@ def load_dataset(path: str | Path, fmt: DatasetFormat) -> DatasetLoad:
     path = Path(path)
     if fmt not in ("jsonl", "sharegpt"):
         raise ConfigError(f"{path}: unknown dataset format {fmt!r} (expected jsonl or sharegpt)")
-    loaded: DatasetLoad = _cached(_load_dataset, path, fmt)
+    loaded: DatasetLoad = cached_by_file(_load_dataset, path, fmt)
     return loaded
 
 
@@ -260,12 +261,13 @@ def load_questions(path: str | Path, *, labelled: bool = False) -> QuestionLoad:
     `labelled`: the retrieval evaluation also needs `file` (the PDF answering it) and `page` (1-based); questions
     without them are skipped and counted.
     """
-    loaded: QuestionLoad = _cached(_load_questions, Path(path), labelled)
+    loaded: QuestionLoad = cached_by_file(_load_questions, Path(path), labelled)
     return loaded
 
 
-def load_scenario_data(data: DataConfig) -> LoadSummary | None:
-    """Load a scenario's dataset or RAG questions, if it has one, and return the summary (or raise ConfigError).
+def load_scenario_data(data: DataConfig) -> LoadSummary | TraceSummary | None:
+    """Load a scenario's dataset, RAG questions or trace, if it has one, and return the summary (or raise
+    ConfigError).
 
     Meant for start-up, before any load: the prompt factory built later in the same process reuses the parse.
     """
@@ -273,26 +275,9 @@ def load_scenario_data(data: DataConfig) -> LoadSummary | None:
         return load_dataset(data.dataset.path, data.dataset.format).summary
     if data.rag is not None:
         return load_questions(data.rag.questions).summary
+    if data.trace is not None:
+        return load_trace(data.trace.path, data.trace.format, data.trace.block_tokens).summary
     return None
-
-
-_CACHE: dict[tuple[Any, ...], tuple[tuple[Any, ...], Any]] = {}
-"""(loader, path, option) → (file version, result): one entry per file, replaced when the file changes."""
-
-
-def _cached(loader: Callable[[Path, Any], Any], path: Path, option: Any) -> Any:
-    try:
-        stat = path.stat()
-        key, version = (loader.__name__, str(path.resolve()), str(path), option), (stat.st_mtime_ns, stat.st_size)
-    except (OSError, RuntimeError):  # reported properly by the loader itself
-        return loader(path, option)
-    hit = _CACHE.get(key)
-    if hit is not None and hit[0] == version:
-        return hit[1]
-    _CACHE.pop(key, None)  # let an old version go before parsing the new one
-    result = loader(path, option)
-    _CACHE[key] = (version, result)
-    return result
 
 
 class _Tally:

@@ -16,9 +16,22 @@ Per request (see `RequestTiming`), with `t_send` the instant just before the req
 - ITL gaps = t(token event i) − t(token event i−1), i = 2..n: n − 1 gaps for n token events.
 - E2E   = t(last token event) − t_send.
 - TPOT  = (E2E − TTFT) / (output_tokens − 1), output_tokens from the `usage` chunk; undefined for one output token.
+- not streamed (embeddings): E2E = t(last byte of the response) − t_send; no token events, so TTFT, ITL and TPOT
+  are undefined (NaN), and the request succeeds without any.
 - multi_token: the server's `usage.completion_tokens` exceeds the number of token events, i.e. some events carried
   several tokens. Gaps are then kept per event (not divided among the event's tokens, which the client cannot
   attribute); TPOT, which counts tokens, stays exact; the request is flagged so reports can show it.
+
+Reasoning streams (`PhaseTiming`): each token event is a reasoning event (its delta carries `reasoning` or
+`reasoning_content` text; Responses API: `response.reasoning_text.delta`), an answer event (content, a tool call, or
+`response.output_text.delta` text) or an empty one (neither, e.g. an empty content string). Every event belongs to
+the reasoning or the answer phase: its own kind's, or, if empty, the phase of the event before it (leading empty
+events: the phase of the first non-empty one). For a stream with at least one reasoning event:
+
+- TTFR = t(first reasoning event) − t_send; TTFA = t(first answer event) − t_send (NaN without one);
+- reasoning / answer tokens = events in each phase (tokens when each event carries one, i.e. not multi_token);
+- ITL per phase = mean of the gaps t_i − t_(i−1) whose two events are both in that phase, i.e. (last − first) /
+  (n − 1) for a contiguous phase; the one gap across the boundary belongs to neither.
 
 What a request counts as (`outcome`): ok, failed, cut off (in flight when the run stopped: never a failure, never in
 an error rate, never against an SLO) or rate limited (HTTP 429: refused for load, shown apart from server failures).
@@ -98,6 +111,58 @@ class RequestTiming:
         ttft = times[0] if times else math.nan
         e2e = times[-1] if times else math.nan
         return cls(first_chunk_ms=first_chunk, ttft_ms=ttft, e2e_ms=e2e, token_times_ms=times)
+
+    @classmethod
+    def unstreamed(cls, t_send: float, end_s: float) -> RequestTiming:
+        """A response that is not streamed (embeddings), from perf_counter stamps in seconds: E2E = its last byte −
+        send; it has no token events, so no first chunk, TTFT, ITL or TPOT."""
+        return cls(first_chunk_ms=math.nan, ttft_ms=math.nan, e2e_ms=(end_s - t_send) * 1000.0, token_times_ms=())
+
+
+REASONING, ANSWER, EMPTY = "R", "A", "E"
+"""Kinds of token events (module docstring), one character per event in `PhaseTiming.from_events`."""
+
+
+@dataclass(frozen=True, slots=True)
+class PhaseTiming:
+    """The reasoning and answer phases of one stream, in ms since `t_send` (see the module docstring)."""
+
+    ttfr_ms: float
+    ttfa_ms: float
+    reasoning_tokens: int
+    answer_tokens: int
+    itl_reasoning_ms: float
+    itl_answer_ms: float
+
+    @classmethod
+    def from_events(cls, token_times_ms: Sequence[float], kinds: str) -> PhaseTiming | None:
+        """From each token event's time (ms since send) and kind (`REASONING`, `ANSWER` or `EMPTY`, one character
+        per event); None when no event carried reasoning."""
+        if REASONING not in kinds:
+            return None
+        if len(kinds) != len(token_times_ms):
+            raise ValueError(f"{len(kinds)} event kinds for {len(token_times_ms)} token events")
+        first_known = next(k for k in kinds if k != EMPTY)
+        phases: list[str] = []
+        for kind in kinds:
+            phases.append(kind if kind != EMPTY else (phases[-1] if phases else first_known))
+        gaps: dict[str, list[float]] = {REASONING: [], ANSWER: []}
+        for i in range(1, len(phases)):
+            if phases[i] == phases[i - 1]:
+                gaps[phases[i]].append(token_times_ms[i] - token_times_ms[i - 1])
+        first_answer = kinds.find(ANSWER)
+        return cls(
+            ttfr_ms=token_times_ms[kinds.index(REASONING)],
+            ttfa_ms=token_times_ms[first_answer] if first_answer >= 0 else math.nan,
+            reasoning_tokens=phases.count(REASONING),
+            answer_tokens=phases.count(ANSWER),
+            itl_reasoning_ms=_mean(gaps[REASONING]),
+            itl_answer_ms=_mean(gaps[ANSWER]),
+        )
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else math.nan
 
 
 @dataclass(frozen=True, slots=True)

@@ -85,13 +85,19 @@ class RequestRecord:
     node: str = _col("category")
     """The load-generator process that sent it."""
     endpoint: str = _col("category")
-    """`chat` or `completions`."""
+    """`chat`, `completions`, `responses` or `embeddings` (`vlab.core.scenario.ApiConfig.endpoint`)."""
     t_start_s: float = _col("float64", "s")
     """Wall-clock send time, Unix seconds (for timelines across processes)."""
     queue_wait_ms: float = _col("float64", "ms", "Queue wait", summarize=True)
     """Open loop: send − scheduled arrival (waiting for a free slot, plus the generator's dispatch lateness)."""
     waited_for_slot: bool = _col("bool", missing=False)
     """Open loop: every slot was busy at the scheduled arrival, so the request waited for one."""
+    schedule_lag_ms: float = _col("float64", "ms", "Schedule lag (send − scheduled arrival)", summarize=True,
+                                  missing=math.nan)  # fmt: skip
+    """Open loop: the instant the request's bytes were sent − its scheduled arrival (a trace row's recorded time ÷
+    speed after the level's start); queue_wait_ms plus building the body and connecting. NaN in closed loop."""
+    trace_line: int = _col("int32", missing=-1)
+    """Trace replay: the line of the trace file this request replayed (`vlab.core.traces.TraceRow.line`); −1 else."""
     first_chunk_ms: float = _col("float64", "ms", missing=math.nan)
     """First choice event − send, role-only chunks included (`vllm bench serve`'s TTFT)."""
     ttft_ms: float = _col("float64", "ms", "TTFT", summarize=True)
@@ -102,6 +108,21 @@ class RequestRecord:
     """(last − first token event) / (token events − 1)."""
     tpot_ms: float = _col("float64", "ms", "TPOT", summarize=True)
     """(E2E − TTFT) / (output tokens − 1)."""
+    ttfr_ms: float = _col("float64", "ms", "Time to first reasoning token", summarize=True, missing=math.nan)
+    """Reasoning streams (`vlab.core.metrics.PhaseTiming`): first event carrying reasoning text − send; NaN when the
+    stream carried no reasoning."""
+    ttfa_ms: float = _col("float64", "ms", "Time to first answer token", summarize=True, missing=math.nan)
+    """Reasoning streams: first event carrying answer text (content or a tool call) − send; NaN without reasoning."""
+    reasoning_tokens: float = _col("float64", "tokens", "Reasoning tokens", summarize=True, missing=math.nan)
+    """Reasoning streams: token events of the reasoning phase (one token each unless multi_token); NaN without."""
+    answer_tokens: float = _col("float64", "tokens", "Answer tokens", summarize=True, missing=math.nan)
+    """Reasoning streams: token events of the answer phase; NaN without reasoning."""
+    itl_reasoning_ms: float = _col("float64", "ms", "ITL in the reasoning phase (per-request mean)", summarize=True,
+                                   missing=math.nan)  # fmt: skip
+    """Reasoning streams: mean gap between consecutive reasoning-phase events; NaN below two of them."""
+    itl_answer_ms: float = _col("float64", "ms", "ITL in the answer phase (per-request mean)", summarize=True,
+                                missing=math.nan)  # fmt: skip
+    """Reasoning streams: mean gap between consecutive answer-phase events; NaN below two of them."""
     n_events: int = _col("int32")
     """Token events received (see `vlab.core.metrics`)."""
     prompt_tokens: int = _col("int32", "tokens", "Prompt tokens (server usage)", summarize=True)

@@ -4,7 +4,7 @@ A scenario is composed of four sections, each its own model:
 
 - `api`: which endpoint, model and credentials, and the timeouts;
 - `load`: the load levels (closed loop: users per stage; open loop: arrival rate per stage), warm-up and cool-down;
-- `data`: what is sent: prompt and output lengths, shared prefixes, datasets;
+- `data`: what is sent: prompt and output lengths, shared prefixes, datasets, a request trace;
 - `slo`: the latency objectives that define goodput.
 
 Unknown keys are errors everywhere (`extra="forbid"`); `load_scenario` turns any problem into one `ConfigError`
@@ -14,6 +14,7 @@ line naming the file, the key path and what was expected.
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import re
 from pathlib import Path
@@ -24,6 +25,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from vlab.core.arrivals import ARRIVAL_LAWS
 from vlab.core.errors import ConfigError
+from vlab.core.traces import MOONCAKE_BLOCK_TOKENS, TraceFormat, load_trace
 from vlab.core.yamlfile import read_yaml
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
@@ -132,11 +134,27 @@ Length = Annotated[
 
 
 # --------------------------------------------------------------------------------------------------------------- api
+Endpoint = Literal["chat", "completions", "responses", "embeddings"]
+ENDPOINT_PATHS: dict[str, str] = {
+    "chat": "/v1/chat/completions",
+    "completions": "/v1/completions",
+    "responses": "/v1/responses",
+    "embeddings": "/v1/embeddings",
+}
+SUITE_BODY_FIELDS = frozenset(
+    {"model", "stream", "stream_options", "messages", "prompt", "input", "max_tokens", "max_output_tokens",
+     "ignore_eos", "temperature"}
+)  # fmt: skip
+"""Request-body fields the workload sets (`vlab.locust.workload`); `api.extra_body` may not override them."""
+
+
 class ApiConfig(StrictModel):
     """Where requests go and how they are sent."""
 
-    endpoint: Literal["chat", "completions"] = Field(
-        default="chat", description="`chat` → /v1/chat/completions, `completions` → /v1/completions."
+    endpoint: Endpoint = Field(
+        default="chat",
+        description="`chat` → /v1/chat/completions, `completions` → /v1/completions, `responses` → /v1/responses "
+        "(streamed events), `embeddings` → /v1/embeddings (not streamed: latency and input tokens only).",
     )
     model: str | None = Field(default=None, description="Model name; default: the first id the server lists.")
     host: str | None = Field(default=None, description="Base URL; `--host` on the command line wins.")
@@ -161,13 +179,34 @@ class ApiConfig(StrictModel):
         default=60.0, gt=0, description="Longest silence between two reads of a stream before it is a stall, seconds."
     )
     temperature: float = Field(default=0.0, ge=0)
+    extra_body: dict[str, Any] = Field(
+        default_factory=dict,
+        description="More JSON fields for every request body, e.g. `structured_outputs` or `chat_template_kwargs: "
+        "{enable_thinking: true}` (vLLM); fields the suite sets itself are refused.",
+    )
     metrics_interval_s: Seconds = Field(
         default=0.5, description="How often the server's /metrics is sampled during the run, seconds; 0 = never."
     )
 
+    @field_validator("extra_body")
+    @classmethod
+    def _not_the_suites(cls, value: dict[str, Any]) -> dict[str, Any]:
+        taken = sorted(set(value) & SUITE_BODY_FIELDS)
+        if taken:
+            raise ValueError(
+                f"{', '.join(taken)}: set by the suite (data.output_tokens, data.ignore_eos, api.temperature, "
+                "api.model and the workload make them)"
+            )
+        return value
+
     @property
     def path(self) -> str:
-        return "/v1/chat/completions" if self.endpoint == "chat" else "/v1/completions"
+        return ENDPOINT_PATHS[self.endpoint]
+
+    @property
+    def streamed(self) -> bool:
+        """Whether the endpoint streams tokens (every one but embeddings)."""
+        return self.endpoint != "embeddings"
 
 
 # -------------------------------------------------------------------------------------------------------------- load
@@ -176,15 +215,24 @@ DEFAULT_CAP_S = 600.0
 
 
 class Stage(StrictModel):
-    """One load level: either `users` (closed loop) or `rate` (open loop, requests/s).
+    """One load level: `users` (closed loop), `rate` (open loop, requests/s) or `speed` (open loop: `data.trace`
+    replayed at its recorded arrival times, sped up by this factor).
 
     It ends by time (`duration`), by count (`requests`), or both: whichever comes last, and at the latest at
     `max_duration`. Closed loop: `requests` counts the requests of the level that completed (ok or failed), warm-up
-    included. Open loop: the level sends exactly `requests` arrivals (default rate × duration) at the rate.
+    included. Open loop: the level sends exactly `requests` arrivals (default rate × duration) at the rate. A trace
+    level replays the trace's first `requests` rows (default all of them); when the scenario is read, its `rate` is
+    derived from the trace (`vlab.core.traces.Trace.mean_rate`: rows / their replay span) and `requests` filled in, so
+    it runs as an open-loop level of that rate whose arrivals come from the trace.
     """
 
     users: int | None = Field(default=None, ge=1, description="Concurrent users (closed loop).")
-    rate: float | None = Field(default=None, gt=0, description="Target arrivals per second (open loop).")
+    rate: float | None = Field(
+        default=None, gt=0, description="Target arrivals per second (open loop); derived for a trace level."
+    )
+    speed: float | None = Field(
+        default=None, gt=0, description="Trace replay: 1 = the recorded times, 2 = twice as fast, 0.5 = half as fast."
+    )
     duration: Seconds | None = Field(default=None, gt=0, description="Shortest time the level is held, seconds.")
     requests: int | None = Field(
         default=None, ge=1, description="Completed requests (closed loop) or arrivals (open loop) the level needs."
@@ -195,8 +243,15 @@ class Stage(StrictModel):
 
     @model_validator(mode="after")
     def _one_kind(self) -> Stage:
+        if self.speed is not None:
+            if self.users is not None or self.duration is not None:
+                raise ValueError(
+                    "a trace stage (`speed`) lasts as long as its trace at that speed: no `users` or `duration` "
+                    "(`requests: N` replays the first N rows)"
+                )
+            return self
         if (self.users is None) == (self.rate is None):
-            raise ValueError("a stage sets exactly one of `users` or `rate`")
+            raise ValueError("a stage sets exactly one of `users`, `rate` or `speed`")
         if self.duration is None and self.requests is None:
             raise ValueError("a stage needs `duration`, `requests`, or both")
         if self.max_duration is not None and self.duration is not None and self.max_duration < self.duration:
@@ -210,9 +265,11 @@ class Stage(StrictModel):
 
     @property
     def cap_s(self) -> float:
-        """The most time the level runs, seconds."""
+        """The most time the level runs, seconds (a trace level: at least its replay time)."""
         if self.max_duration is not None:
             return self.max_duration
+        if self.speed is not None and self.rate is not None and self.requests is not None:
+            return max(DEFAULT_CAP_S, self.requests / self.rate)
         if self.requests is None and self.duration is not None:
             return self.duration
         return max(DEFAULT_CAP_S, self.min_s)
@@ -226,7 +283,10 @@ class Stage(StrictModel):
 
     @property
     def target(self) -> float:
-        return float(self.users if self.users is not None else self.rate)  # type: ignore[arg-type]
+        """Users, or arrivals/s (NaN for a trace level whose rate is not derived yet: `resolve_files` does it)."""
+        if self.users is not None:
+            return float(self.users)
+        return float(self.rate) if self.rate is not None else math.nan
 
 
 class ArrivalConfig(StrictModel):
@@ -254,7 +314,7 @@ class ArrivalConfig(StrictModel):
 class LoadConfig(StrictModel):
     """The load levels. Shorthand: `users: 4, duration: 30s` (or `rate: 2, duration: 30s`) is one stage."""
 
-    SHORTHAND_KEYS: ClassVar[tuple[str, ...]] = ("users", "rate", "duration", "requests", "max_duration")
+    SHORTHAND_KEYS: ClassVar[tuple[str, ...]] = ("users", "rate", "speed", "duration", "requests", "max_duration")
 
     stages: list[Stage] = Field(min_length=1)
     spawn_rate: float = Field(default=100.0, gt=0, description="Users started per second when a level rises.")
@@ -276,7 +336,7 @@ class LoadConfig(StrictModel):
     @model_validator(mode="before")
     @classmethod
     def _shorthand(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "stages" not in data and ("users" in data or "rate" in data):
+        if isinstance(data, dict) and "stages" not in data and any(k in data for k in ("users", "rate", "speed")):
             data = dict(data)
             stage = {k: data.pop(k) for k in cls.SHORTHAND_KEYS if k in data}
             data["stages"] = [stage]
@@ -287,6 +347,8 @@ class LoadConfig(StrictModel):
         kinds = {stage.users is not None for stage in self.stages}
         if len(kinds) > 1:
             raise ValueError("stages mix `users` and `rate`: a run is either closed loop or open loop")
+        if len({stage.speed is not None for stage in self.stages}) > 1:
+            raise ValueError("stages mix `speed` with `users` or `rate`: a trace run replays its trace at every level")
         for stage in self.stages:
             if stage.duration is not None and self.warmup_s + self.cooldown_s >= stage.duration:
                 raise ValueError(
@@ -297,7 +359,12 @@ class LoadConfig(StrictModel):
 
     @property
     def open_loop(self) -> bool:
-        return self.stages[0].rate is not None
+        return self.stages[0].rate is not None or self.stages[0].speed is not None
+
+    @property
+    def replays_trace(self) -> bool:
+        """The levels replay `data.trace` (`speed` stages)."""
+        return self.stages[0].speed is not None
 
     @property
     def duration_s(self) -> float:
@@ -331,6 +398,30 @@ class DatasetConfig(StrictModel):
     )
 
 
+TRACE_ONE_PROCESS = "a trace replay runs in one load process (its rows keep their order): drop --processes/--workers"
+"""Why a trace replay refuses several load processes (`vlab.locust.plugin`, `vlab.commands.runner`)."""
+
+
+class TraceConfig(StrictModel):
+    """A request trace replayed at its recorded arrival times (`load.stages[*].speed`): each row's input and output
+    lengths, and Mooncake's prefix blocks (`vlab.core.traces`; docs/traces.md)."""
+
+    path: Path
+    format: TraceFormat = Field(
+        description="`mooncake`: JSONL with timestamp (ms), input_length, output_length, hash_ids; `burstgpt`: CSV "
+        "with Timestamp (s), Request tokens, Response tokens."
+    )
+    block_tokens: int = Field(
+        default=MOONCAKE_BLOCK_TOKENS, ge=1, description="mooncake: tokens per hash_ids block (512 in Mooncake's)."
+    )
+
+    @model_validator(mode="after")
+    def _blocks_for_mooncake(self) -> TraceConfig:
+        if self.format != "mooncake" and "block_tokens" in self.model_fields_set:
+            raise ValueError("block_tokens applies to format: mooncake only (BurstGPT has no prefix blocks)")
+        return self
+
+
 class RagConfig(StrictModel):
     """Retrieve-then-generate requests (`locustfiles/rag_load.py`): questions answered from retrieved PDF chunks."""
 
@@ -341,6 +432,13 @@ class RagConfig(StrictModel):
     db: Path | None = Field(default=None, description="chromadb folder (default .cache/rag).")
     collection: str = "docs"
     k: int = Field(default=4, ge=1, description="Chunks retrieved per question.")
+
+
+def not_default(model: BaseModel, key: str) -> bool:
+    """The field `key` of `model` holds something other than its default (so a scenario read back from run.json,
+    where every default is written out, means the same as the file it came from)."""
+    default = type(model).model_fields[key].get_default(call_default_factory=True)
+    return bool(getattr(model, key) != default)
 
 
 class DataConfig(StrictModel):
@@ -357,6 +455,8 @@ class DataConfig(StrictModel):
     shared_prefix: SharedPrefix | None = None
     dataset: DatasetConfig | None = None
     rag: RagConfig | None = None
+    trace: TraceConfig | None = None
+    batch: int = Field(default=1, ge=1, description="embeddings: texts per request, each of prompt_tokens tokens.")
     seed: int = Field(default=0, description="Seed of the prompt and length draws (salts stay unique per request).")
 
     @model_validator(mode="after")
@@ -370,6 +470,13 @@ class DataConfig(StrictModel):
             raise ValueError("dataset.multi_turn needs format: sharegpt")
         if self.rag and (self.dataset or self.shared_prefix):
             raise ValueError("rag builds its prompts from retrieval: not combinable with dataset or shared_prefix")
+        if self.trace is not None:
+            clash = [k for k in ("dataset", "rag", "shared_prefix", "prompt_tokens", "output_tokens")
+                     if not_default(self, k)]  # fmt: skip
+            if clash:
+                raise ValueError(
+                    f"trace gives every request's lengths and prefixes: not combinable with {', '.join(clash)}"
+                )
         return self
 
 
@@ -394,6 +501,24 @@ class Scenario(StrictModel):
     load: LoadConfig
     data: DataConfig = Field(default_factory=DataConfig)
     slo: SloConfig = Field(default_factory=SloConfig)
+
+    @model_validator(mode="after")
+    def _sections_agree(self) -> Scenario:
+        if self.load.replays_trace and self.data.trace is None:
+            raise ValueError("load: `speed` stages replay a trace: set data.trace (path and format)")
+        if self.data.trace is not None and not self.load.replays_trace:
+            raise ValueError("data.trace is replayed by `speed` stages: e.g. load: {speed: 1}")
+        if self.data.batch > 1 and self.api.endpoint != "embeddings":
+            raise ValueError("data.batch applies to api.endpoint: embeddings only")
+        if self.api.endpoint == "embeddings":
+            unused = [k for k in ("output_tokens", "ignore_eos") if not_default(self.data, k)]
+            if self.data.dataset is not None and self.data.dataset.multi_turn:
+                unused.append("dataset.multi_turn")
+            if self.data.rag is not None:
+                unused.append("rag")
+            if unused:
+                raise ValueError(f"api.endpoint embeddings generates no text: data.{', data.'.join(unused)} not used")
+        return self
 
 
 # ------------------------------------------------------------------------------------------------------------ loading
@@ -521,8 +646,9 @@ def load_scenario(path: str | Path, overrides: list[str] | tuple[str, ...] = ())
 
 
 def resolve_files(scenario: Scenario, path: Path) -> Scenario:
-    """The scenario with the files it names (datasets, RAG questions and corpus) resolved against its file's folder,
-    else the repository; a missing file is one `ConfigError` line."""
+    """The scenario with the files it names (datasets, RAG questions and corpus, a trace) resolved against its file's
+    folder, else the repository; a missing file is one `ConfigError` line. A trace is read here (a bad row is one
+    line too) and its levels' rates derived (`_trace_stages`)."""
     data = scenario.data
     if data.dataset is not None:
         dataset = data.dataset.model_copy(update={"path": _existing(path, data.dataset.path, "data.dataset.path")})
@@ -532,7 +658,35 @@ def resolve_files(scenario: Scenario, path: Path) -> Scenario:
         if data.rag.corpus is not None:
             update["corpus"] = _existing(path, data.rag.corpus, "data.rag.corpus")
         data = data.model_copy(update={"rag": data.rag.model_copy(update=update)})
-    return scenario.model_copy(update={"data": data})
+    load = scenario.load
+    if data.trace is not None:
+        trace = data.trace.model_copy(update={"path": _existing(path, data.trace.path, "data.trace.path")})
+        data = data.model_copy(update={"trace": trace})
+        load = _trace_stages(load, trace, path)
+    return scenario.model_copy(update={"data": data, "load": load})
+
+
+def _trace_stages(load: LoadConfig, trace: TraceConfig, path: Path) -> LoadConfig:
+    """The trace read (a bad row is one `ConfigError` line) and each `speed` stage's `requests` (rows replayed) and
+    `rate` (their mean arrival rate at that speed) filled in (see `Stage`)."""
+    loaded = load_trace(trace.path, trace.format, trace.block_tokens)
+    stages = []
+    for i, stage in enumerate(load.stages):
+        assert stage.speed is not None
+        if stage.requests is not None and stage.requests > len(loaded.rows):
+            raise ConfigError(f"{path}: load.stages[{i}].requests: {stage.requests}, but the trace has "
+                              f"{len(loaded.rows)} usable rows")  # fmt: skip
+        n = loaded.count(stage.requests)
+        if n < 2 or loaded.span_s(n) <= 0:
+            raise ConfigError(f"{path}: load.stages[{i}]: the first {n} trace rows arrive at one instant: no schedule")
+        rate = loaded.mean_rate(n, stage.speed)
+        if stage.rate is not None and not math.isclose(stage.rate, rate, rel_tol=1e-6):
+            raise ConfigError(
+                f"{path}: load.stages[{i}].rate: {stage.rate:g}, but a trace level's rate is derived from the trace "
+                f"({rate:g} req/s at speed {stage.speed:g}): leave it out"
+            )
+        stages.append(stage.model_copy(update={"rate": rate, "requests": n}))
+    return load.model_copy(update={"stages": stages})
 
 
 def expand_env(value: str, where: str) -> str:

@@ -58,6 +58,7 @@ from vlab.core.runfolder import (
     read_run_meta,
     write_levels,
 )
+from vlab.core.scenario import TRACE_ONE_PROCESS
 from vlab.locust import options as vlab_options
 from vlab.locust.cluster import LocalCluster, MasterCluster, install_worker, send_level
 from vlab.locust.context import RunContext, current, set_context
@@ -125,10 +126,13 @@ def _on_init(environment: Environment, **_kw: Any) -> None:
             if not options.overwrite:
                 _error(f"--run-dir {ctx.run_dir} already holds a run; choose another folder or pass --overwrite", 2)
             clear_run(ctx.run_dir)
+    if scenario.load.replays_trace and (worker or isinstance(environment.runner, MasterRunner)):
+        _error(TRACE_ONE_PROCESS, EXIT_BAD_INPUT)
     if loaded is not None:
         ctx.dataset_summary = {**loaded.model_dump(mode="json"), "line": loaded.line()}
         if not worker:
-            print(f"vlab: dataset: {loaded.line()}", file=sys.stderr, flush=True)
+            kind = "trace" if scenario.data.trace is not None else "dataset"
+            print(f"vlab: {kind}: {loaded.line()}", file=sys.stderr, flush=True)
     set_context(ctx)
     if not isinstance(environment.runner, MasterRunner):
         try:  # e.g. the RAG user ingests its corpus: before any load clock starts
@@ -243,7 +247,7 @@ def _prepare_load_process(ctx: RunContext) -> None:
             ctx.prompt_lengths = "approximate (no /tokenize on the server and no local tokenizer: words, not tokens)"
             log.warning("vlab: prompt lengths are %s; pass --set api.tokenizer=PATH for exact ones", ctx.prompt_lengths)
         else:
-            vocabulary = WordVocabulary.calibrate(tokenizer)
+            vocabulary = WordVocabulary.calibrate(tokenizer, chat=scenario.api.endpoint in ("chat", "responses"))
             ctx.prompt_lengths = f"exact ({tokenizer.source})"
     if ctx.finisher is not None:  # a new test in the same process (web UI): finish the previous one first
         ctx.finisher.close()
@@ -260,7 +264,7 @@ def _prepare_load_process(ctx: RunContext) -> None:
             ctx.run_dir = new_run_dir(scenario.name)
         ctx.sink = CsvSink(ctx.run_dir)
     if scenario.load.open_loop:
-        ctx.schedule = ArrivalSchedule(scenario.load, ctx.tracker, share=ctx.share, seed=ctx.node)
+        ctx.schedule = ArrivalSchedule(scenario.load, ctx.tracker, share=ctx.share, seed=ctx.node, trace=factory.trace)
         ctx.schedule.start()
     ctx.monitor = ClientMonitor(ctx.node, ctx.tracker, ctx.sink.add_monitor)
     ctx.monitor.start()

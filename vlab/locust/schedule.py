@@ -8,6 +8,11 @@ not the users' response times.
 A ticket says when its request was due and whether every slot was busy at that instant. The request's
 `queue_wait_ms` (send − due) is then either a wait for a free slot (`waited_for_slot`) or, when a slot was idle,
 the generator's own dispatch lateness — a property of the load generator, reported apart.
+
+A trace level (`load.stages[*].speed`, `data.trace`) takes its arrivals from the trace instead of a law: row i is due
+(t_i − t_0) / speed after the level starts (`vlab.core.traces.Trace.offsets`), and its ticket names the row, so the
+user sends that row's lengths and prefix blocks. Its `schedule_lag_ms` is then the send − the row's recorded time
+(scaled), the replay's fidelity.
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ import gevent
 from gevent.queue import Queue
 
 from vlab.core.arrivals import ARRIVAL_LAWS, stage_offsets
-from vlab.core.scenario import LoadConfig
+from vlab.core.scenario import LoadConfig, Stage
+from vlab.core.traces import Trace
 from vlab.locust.background import Background
 from vlab.locust.levels import LevelTracker
 
@@ -31,13 +37,19 @@ class Ticket:
     """The perf_counter instant the arrival was due."""
     all_busy: bool
     """No slot user was waiting for a ticket when it was issued: the request waits for a slot."""
+    row: int = -1
+    """Trace replay: the index of the trace row to send (`vlab.core.traces.Trace.rows`); −1 otherwise."""
 
 
 class ArrivalSchedule(Background):
     """Open-loop tickets for this process."""
 
-    def __init__(self, load: LoadConfig, tracker: LevelTracker, share: float = 1.0, seed: str = "") -> None:
+    def __init__(
+        self, load: LoadConfig, tracker: LevelTracker, share: float = 1.0, seed: str = "", trace: Trace | None = None
+    ) -> None:
         self.load = load
+        self.trace = trace
+        """The trace replayed by `speed` levels (None for arrival laws)."""
         self.tracker = tracker
         self.share = share
         """This process's fraction of the global rate and count (1 / number of worker processes)."""
@@ -68,16 +80,25 @@ class ArrivalSchedule(Background):
             n = round(stage.arrivals() * self.share)
             # The level began at level.start_s (wall clock); express that on the perf_counter clock.
             t0 = time.perf_counter() - (time.time() - level.start_s)
-            for offset in stage_offsets(self.law, rate, n, self.rng, self.load.arrival.burstiness):
+            for row, offset in self._arrivals(stage, rate, n):
                 if self.tracker.current is not level:
                     break
                 due = t0 + offset
                 delay = due - time.perf_counter()
                 if delay > 0:
                     gevent.sleep(delay)
-                self.tickets.put(Ticket(due, all_busy=self.idle_slots == 0))
+                self.tickets.put(Ticket(due, all_busy=self.idle_slots == 0, row=row))
                 self.issued += 1
             self.level_done = level.index
+
+    def _arrivals(self, stage: Stage, rate: float, n: int) -> list[tuple[int, float]]:
+        """(trace row or −1, offset from the level start in seconds) of one level's arrivals in this process."""
+        if stage.speed is None:
+            return [(-1, t) for t in stage_offsets(self.law, rate, n, self.rng, self.load.arrival.burstiness)]
+        assert self.trace is not None and stage.requests is not None
+        if self.share != 1.0:
+            raise ValueError("a trace replay runs in one load process")  # refused at start (vlab.locust.plugin)
+        return list(enumerate(self.trace.offsets(stage.speed, stage.requests)))
 
     def take(self) -> Ticket:
         """Block until a ticket is due."""

@@ -27,9 +27,9 @@ from gevent.event import AsyncResult
 from locust import User, constant, task
 
 from vlab.client.backoff import wait_after
-from vlab.client.sse import StreamResult, parse_stream
+from vlab.client.sse import StreamResult, parse_response
 from vlab.client.stream import RawStream, StreamConnection
-from vlab.core.metrics import RequestTiming
+from vlab.core.metrics import PhaseTiming, RequestTiming
 from vlab.core.records import ErrorKind, RequestRecord
 from vlab.core.runfolder import Level
 from vlab.locust.context import RunContext, context
@@ -61,6 +61,8 @@ class Request:
     queue_wait_ms: float = 0.0
     waited_for_slot: bool = False
     retrieval_ms: float = math.nan
+    due: float | None = None
+    """Open loop: the perf_counter instant its arrival was scheduled (the ticket's); None in closed loop."""
 
 
 @dataclass(slots=True)
@@ -111,7 +113,7 @@ def _finish(
 ) -> StreamResult:
     """Parse an ended stream, record it (sink), and report it to Locust (unless the run cut it off)."""
     try:
-        result = parse_stream(raw, want_text=want_text)
+        result = parse_response(raw, ctx.scenario.api.endpoint, want_text=want_text)
     except Exception as exc:
         client_error = client_error or f"{type(exc).__name__}: {exc}"
         log.exception("vlab: client error while parsing a stream")
@@ -142,14 +144,19 @@ def to_record(
     """The record and token times (ms since send) of one ended stream; `result` decides ok and the error kind."""
     prepared, level = request.prepared, request.level
     timing = None
-    if result.first_choice_stamp is not None:
+    if not result.streamed:
+        if result.end_stamp is not None:
+            timing = RequestTiming.unstreamed(raw.t_send, result.end_stamp)
+    elif result.first_choice_stamp is not None:
         timing = RequestTiming.from_stamps(raw.t_send, result.first_choice_stamp, result.token_stamps)
     n_events = len(result.token_stamps)
-    ok = result.ok and timing is not None and n_events > 0
+    ok = result.ok and timing is not None and (n_events > 0 or not result.streamed)
     error_kind, error = result.error_kind, result.error
     if result.ok and not ok:
         error_kind, error = ErrorKind.MALFORMED, "stream carried no token"
     completion = result.completion_tokens
+    phases = PhaseTiming.from_events(timing.token_times_ms, result.event_kinds) if timing else None
+    sent = raw.t_send if raw.t_send else None
     record = RequestRecord(
         request_id=ctx.next_request_id(),
         level=level.index if level else -1,
@@ -160,11 +167,19 @@ def to_record(
         t_start_s=raw.t_send_wall or time.time(),
         queue_wait_ms=request.queue_wait_ms,
         waited_for_slot=request.waited_for_slot,
+        schedule_lag_ms=(sent - request.due) * 1000.0 if sent is not None and request.due is not None else math.nan,
+        trace_line=prepared.trace_line,
         first_chunk_ms=timing.first_chunk_ms if timing else math.nan,
         ttft_ms=timing.ttft_ms if timing else math.nan,
         e2e_ms=timing.e2e_ms if timing else math.nan,
         itl_mean_ms=timing.itl_mean_ms if timing else math.nan,
-        tpot_ms=timing.tpot_ms(completion if completion > 0 else n_events) if timing else math.nan,
+        tpot_ms=timing.tpot_ms(completion if completion > 0 else n_events) if timing and n_events else math.nan,
+        ttfr_ms=phases.ttfr_ms if phases else math.nan,
+        ttfa_ms=phases.ttfa_ms if phases else math.nan,
+        reasoning_tokens=phases.reasoning_tokens if phases else math.nan,
+        answer_tokens=phases.answer_tokens if phases else math.nan,
+        itl_reasoning_ms=phases.itl_reasoning_ms if phases else math.nan,
+        itl_answer_ms=phases.itl_answer_ms if phases else math.nan,
         n_events=n_events,
         prompt_tokens=result.prompt_tokens,
         completion_tokens=completion,
@@ -235,18 +250,19 @@ class LLMUser(User):
         if ctx.factory is None or ctx.start_error is not None:  # start-up failed (already reported): stop
             self.stop()
             return
-        queue_wait_ms, waited = 0.0, False
+        queue_wait_ms, waited, due, row = 0.0, False, None, -1
         if ctx.schedule is None:
             ctx.tracker.gate.wait()  # closed loop: no request starts while a level drains
         else:  # open loop: the schedule decides; tickets already issued belong to their level and are sent
             ticket = ctx.schedule.take()
             queue_wait_ms, waited = max(0.0, (time.perf_counter() - ticket.due) * 1000.0), ticket.all_busy
+            due, row = ticket.due, ticket.row
         dataset = ctx.scenario.data.dataset
         if dataset is not None and dataset.multi_turn:
-            self._next_turn(queue_wait_ms, waited)
+            self._next_turn(queue_wait_ms, waited, due)
             return
-        prepared = self.next_request()
-        sent = self.send(Request(prepared, self.user_index, ctx.tracker.current, queue_wait_ms, waited))
+        prepared = ctx.factory.trace_request(row) if row >= 0 else self.next_request()
+        sent = self.send(Request(prepared, self.user_index, ctx.tracker.current, queue_wait_ms, waited, due=due))
         self._back_off_if_unreachable(sent.raw)
 
     def send(self, request: Request, want_text: bool = False) -> Sent:
@@ -267,7 +283,7 @@ class LLMUser(User):
             self._failures_in_a_row += 1
         gevent.sleep(wait)
 
-    def _next_turn(self, queue_wait_ms: float, waited: bool) -> None:
+    def _next_turn(self, queue_wait_ms: float, waited: bool, due: float | None) -> None:
         """Multi-turn chat: replay one conversation's human turns, keeping the real answers as history."""
         factory = self.ctx.factory
         assert factory is not None
@@ -277,7 +293,7 @@ class LLMUser(User):
         prompt = self.turns.pop(0)
         system = None if self.history else self.system  # the first turn carries it; history keeps it after
         prepared = factory.build(prompt, factory.draw_max_tokens(), history=self.history, system=system)
-        request = Request(prepared, self.user_index, self.ctx.tracker.current, queue_wait_ms, waited)
+        request = Request(prepared, self.user_index, self.ctx.tracker.current, queue_wait_ms, waited, due=due)
         sent = self.send(request, want_text=True)
         self._back_off_if_unreachable(sent.raw)
         result = sent.result()

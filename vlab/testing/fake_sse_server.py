@@ -24,6 +24,13 @@ chunk at once, before any token), `--stall-ms MS --stall-after N` (staggered: a 
 completion request with CODE and vLLM's JSON error body; `--retry-after S` adds that header). `/events` then also
 says, per request, its HTTP `status` and the `tokens` it carried.
 
+Reasoning streams: `--reasoning N` makes the first N token events of each chat stream reasoning deltas (field
+`--reasoning-field`: `reasoning`, vLLM's current name, or the older `reasoning_content`), the rest answer content,
+as vLLM streams with a reasoning parser. `POST /v1/responses` streams the Responses API's typed events as vLLM does
+(`response.created`, `response.in_progress`, `response.output_item.added`, `response.content_part.added`, one
+`response.output_text.delta` per token — `response.reasoning_text.delta` for the first N with `--reasoning` — then
+the `.done` events and `response.completed` with `usage`; `max_output_tokens` sets the length).
+
 Also serves `GET /v1/models` (id `fake`, max_model_len 4096), `GET /health`, `GET /version`, `POST /tokenize`
 (one token per word; `token_strs` in GPT-2 style, so the suite's vocabulary calibration works), `GET /stats`.
 
@@ -76,6 +83,10 @@ class Options:
     retry_after: float | None = None
     """Seconds for a `Retry-After` header on those error answers (None: no header)."""
     """Answer every `status_every`-th completion request with HTTP `status` and a vLLM-style JSON error; 0 = never."""
+    reasoning: int = 0
+    """Chat and Responses streams: the first this many token events are reasoning, the rest the answer."""
+    reasoning_field: str = "reasoning"
+    """Chat: the delta field of reasoning text (`reasoning`, or the older `reasoning_content`)."""
 
 
 @dataclass(slots=True)
@@ -113,19 +124,30 @@ class Server:
         self.events_sent = 0
 
     # ----------------------------------------------------------------------------------------------- streaming
-    def start_stream(self, conn: Conn, body: dict, chat: bool) -> None:
+    def start_stream(self, conn: Conn, body: dict, chat: bool, responses: bool = False) -> None:
         rid = self.next_rid
         self.next_rid += 1
-        n = self.opts.tokens or int(body.get("max_tokens") or body.get("max_completion_tokens") or 16)
-        if chat:
+        limit = (
+            body.get("max_output_tokens") if responses else body.get("max_tokens") or body.get("max_completion_tokens")
+        )
+        n = self.opts.tokens or int(limit or 16)
+        if responses:
+            given = body.get("input", "")
+            prompt_text = given if isinstance(given, str) else " ".join(str(m.get("content", "")) for m in given)
+        elif chat:
             prompt_text = " ".join(str(m.get("content", "")) for m in body.get("messages") or [])
         else:
             prompt_text = str(body.get("prompt", ""))
         prompt_tokens = len(prompt_text.split()) if self.opts.true_prompt_tokens else rid
         include_usage = self.opts.usage and bool((body.get("stream_options") or {}).get("include_usage"))
         per_event = max(1, self.opts.tokens_per_event)
-        events = render_events(rid, n, chat, include_usage, prompt_tokens, per_event)
-        stream = Stream(rid, conn, events, 1 if chat else 0, -(-n // per_event), time.perf_counter_ns(), n_total=n)
+        reasoning = (self.opts.reasoning, self.opts.reasoning_field) if chat or responses else (0, "")
+        if responses:
+            events, head = render_response_events(rid, n, prompt_tokens, self.opts.reasoning), RESPONSE_HEAD_EVENTS
+        else:
+            events, head = render_events(rid, n, chat, include_usage, prompt_tokens, per_event, reasoning), int(chat)
+        n_events = n if responses else -(-n // per_event)
+        stream = Stream(rid, conn, events, head, n_events, time.perf_counter_ns(), n_total=n)
         conn.stream = stream
         conn.transport.write(
             b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\n"
@@ -152,10 +174,10 @@ class Server:
         write = stream.conn.transport.write
         events, stamps = stream.events, stream.stamps
         pos = stream.pos
-        if pos == 0 and stream.first_token:  # role chunk, in the same step as the first token (like vLLM)
+        while pos < stream.first_token:  # role chunk (Responses: its opening events), with the first token (vLLM)
             stamps.append(time.perf_counter_ns())
-            write(events[0])
-            pos = 1
+            write(events[pos])
+            pos += 1
         stamps.append(time.perf_counter_ns())
         write(events[pos])
         pos += 1
@@ -253,7 +275,7 @@ class Server:
     # -------------------------------------------------------------------------------------------------- others
     def handle(self, conn: Conn, method: str, path: str, body: bytes) -> None:
         path = path.split("?", 1)[0]
-        if method == "POST" and path in ("/v1/chat/completions", "/v1/completions"):
+        if method == "POST" and path in ("/v1/chat/completions", "/v1/completions", "/v1/responses"):
             try:
                 req = json.loads(body or b"{}")
             except ValueError:
@@ -266,7 +288,7 @@ class Server:
             if not req.get("stream"):
                 conn.respond(400, {"error": {"message": "this fake server only streams"}})
                 return
-            self.start_stream(conn, req, chat)
+            self.start_stream(conn, req, chat, responses=path == "/v1/responses")
         elif method == "GET" and path == "/v1/models":
             conn.respond(
                 200,
@@ -313,10 +335,17 @@ class Server:
 
 
 def render_events(
-    rid: int, n: int, chat: bool, include_usage: bool, prompt_tokens: int, per_event: int = 1
+    rid: int,
+    n: int,
+    chat: bool,
+    include_usage: bool,
+    prompt_tokens: int,
+    per_event: int = 1,
+    reasoning: tuple[int, str] = (0, ""),
 ) -> list[bytes]:
     """Every chunk of one response, framed for chunked transfer, in send order (`per_event` tokens per content
-    event, the last one carrying the rest)."""
+    event, the last one carrying the rest; chat: the first `reasoning[0]` token events carry their text in the delta
+    field `reasoning[1]` instead of `content`)."""
     created = int(time.time())
     if chat:
         head = f'{{"id":"chatcmpl-{rid:012d}","object":"chat.completion.chunk","created":{created},"model":"fake",'
@@ -334,7 +363,8 @@ def render_events(
         word = json.dumps("".join(" " + _WORDS[(rid + j) % len(_WORDS)] for j in range(i, min(n, i + per_event))))
         finish = '"length"' if i + per_event >= n else "null"
         if chat:
-            choice = f'{{"index":0,"delta":{{"content":{word}}},"logprobs":null,"finish_reason":{finish}}}'
+            key = reasoning[1] if i // per_event < reasoning[0] else "content"
+            choice = f'{{"index":0,"delta":{{"{key}":{word}}},"logprobs":null,"finish_reason":{finish}}}'
         else:
             choice = f'{{"index":0,"text":{word},"logprobs":null,"finish_reason":{finish},"stop_reason":null}}'
         out.append(_sse(head + f'"choices":[{choice}]}}'))
@@ -346,8 +376,47 @@ def render_events(
     return out
 
 
-def _sse(data: str) -> bytes:
-    payload = b"data: " + data.encode() + b"\n\n"
+RESPONSE_HEAD_EVENTS = 4
+"""Responses API events before the first delta: created, in_progress, output_item.added, content_part.added."""
+
+
+def render_response_events(rid: int, n: int, prompt_tokens: int, reasoning: int = 0) -> list[bytes]:
+    """Every chunk of one streamed `/v1/responses` answer in send order: the opening events, one delta per token
+    (the first `reasoning` of them `response.reasoning_text.delta`), the `.done` events, `response.completed`."""
+    seq = iter(range(1_000_000))
+    resp = f'"id":"resp_{rid:012d}","object":"response","model":"fake","created_at":{int(time.time())}'
+    item = f'"item_id":"msg_{rid:012d}","output_index":0,"content_index":0'
+
+    def event(kind: str, body: str) -> bytes:
+        return _sse(f'{{{body},"sequence_number":{next(seq)},"type":"{kind}"}}', event=kind)
+
+    out = [
+        event("response.created", f'"response":{{{resp},"status":"in_progress","output":[],"usage":null}}'),
+        event("response.in_progress", f'"response":{{{resp},"status":"in_progress","output":[],"usage":null}}'),
+        event(
+            "response.output_item.added",
+            f'"item":{{"id":"msg_{rid:012d}","type":"message","role":"assistant",'
+            '"status":"in_progress","content":[]},"output_index":0',
+        ),
+        event("response.content_part.added", f'{item},"part":{{"type":"output_text","text":"","annotations":[]}}'),
+    ]
+    words = [" " + _WORDS[(rid + j) % len(_WORDS)] for j in range(n)]
+    for j, word in enumerate(words):
+        kind = "response.reasoning_text.delta" if j < reasoning else "response.output_text.delta"
+        out.append(event(kind, f'{item},"delta":{json.dumps(word)}'))
+    text = json.dumps("".join(words[reasoning:]))
+    out.append(event("response.output_text.done", f'{item},"text":{text}'))
+    out.append(event("response.output_item.done", f'"item":{{"id":"msg_{rid:012d}","type":"message","status":'
+                     f'"completed","content":[{{"type":"output_text","text":{text}}}]}},"output_index":0'))  # fmt: skip
+    usage = f'"usage":{{"input_tokens":{prompt_tokens},"output_tokens":{n},"total_tokens":{prompt_tokens + n}}}'
+    out.append(event("response.completed", f'"response":{{{resp},"status":"incomplete","incomplete_details":'
+                     f'{{"reason":"max_output_tokens"}},{usage}}}'))  # fmt: skip
+    out.append(b"0\r\n\r\n")
+    return out
+
+
+def _sse(data: str, event: str = "") -> bytes:
+    payload = (f"event: {event}\n" if event else "").encode() + b"data: " + data.encode() + b"\n\n"
     return b"%x\r\n%s\r\n" % (len(payload), payload)
 
 
@@ -453,6 +522,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--status", type=int, default=0, help="Answer completion requests with this HTTP status.")
     parser.add_argument("--status-every", type=int, default=1, help="... every N-th request only.")
     parser.add_argument("--retry-after", type=float, help="... with a Retry-After header of this many seconds.")
+    parser.add_argument(
+        "--reasoning", type=int, default=0, help="First N token events are reasoning (chat, responses)."
+    )
+    parser.add_argument("--reasoning-field", choices=("reasoning", "reasoning_content"), default="reasoning")
     parser.add_argument("--cpu", type=int, default=None, help="Pin the process to this core.")
     parser.add_argument("--no-uvloop", action="store_true")
     args = parser.parse_args(argv)
@@ -474,6 +547,8 @@ def main(argv: list[str] | None = None) -> None:
         status=args.status,
         status_every=args.status_every,
         retry_after=args.retry_after,
+        reasoning=args.reasoning,
+        reasoning_field=args.reasoning_field,
     )
     if not args.no_uvloop:
         try:

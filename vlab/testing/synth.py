@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from vlab.core.metrics import itl_mean, tpot
-from vlab.core.records import RECORDS_FORMAT, RequestRecord
+from vlab.core.records import COLUMNS, RECORDS_FORMAT, RequestRecord
 from vlab.core.runfolder import Level, LoadGeneratorInfo, RunMeta, ServerInfoMeta, write_levels
 from vlab.core.scenario import Scenario
 
@@ -138,7 +138,10 @@ def make_run(run_dir: Path, spec: SynthSpec) -> Path:
             "retrieval_ms": np.nan,
         }
     )
-    assert list(req.columns) == RequestRecord.columns()
+    for name, column in COLUMNS.items():  # the columns of features this generator does not model
+        if name not in req and column.missing is not None:
+            req[name] = column.missing
+    req = req[RequestRecord.columns()]
     req.to_csv(run_dir / "requests.csv", index=False, float_format="%.6f", lineterminator="\n")
 
     tok_rows = ok.nonzero()[0]
