@@ -86,8 +86,12 @@ def dechunk(raw: RawStream) -> tuple[bytes, list[int]]:
     return bytes(payload), ends
 
 
-def parse_stream(raw: RawStream, *, want_text: bool = False) -> StreamResult:
-    """Classify the events of one streamed chat or text completion (see `vlab.core.metrics` for what counts)."""
+def parse_stream(raw: RawStream, *, want_text: bool = False, require_done: bool = True) -> StreamResult:
+    """Classify the events of one streamed chat or text completion (see `vlab.core.metrics` for what counts).
+
+    `require_done=False` accepts a body that ends cleanly after a choice with a `finish_reason` but without
+    `data: [DONE]` (`transformers serve` 5.19 never sends it); a body ending without a finish_reason is still
+    `no_done`."""
     result = StreamResult(status=raw.status, error_kind=raw.error_kind, error=raw.error)
     if raw.status and not 200 <= raw.status < 300:
         body = b"".join(raw.reads) if not raw.chunked else dechunk(raw)[0]
@@ -139,7 +143,7 @@ def parse_stream(raw: RawStream, *, want_text: bool = False) -> StreamResult:
             if result.first_choice_stamp is None:
                 result.first_choice_stamp = stamp
             is_role_only = b'"role"' in data and not result.token_stamps and _is_role_only(data)
-            if not is_role_only:
+            if not (is_role_only or _EMPTY_DELTA in data or _EMPTY_DELTA_SPACED in data):
                 result.token_stamps.append(stamp)
             if b'"finish_reason":null' not in data or b'"usage":{' in data or want_text:
                 _read_choice(data, result, texts if want_text else None)
@@ -151,10 +155,15 @@ def parse_stream(raw: RawStream, *, want_text: bool = False) -> StreamResult:
         result.error_kind, result.error = ErrorKind.MALFORMED, malformed
     elif not raw.complete:
         result.error_kind, result.error = ErrorKind.STREAM_CUT, "stream ended before its last chunk"
-    elif not result.done:
+    elif not result.done and (require_done or not result.finish_reason):
         result.error_kind, result.error = ErrorKind.NO_DONE, "stream ended without data: [DONE]"
     return result
 
+
+_EMPTY_DELTA, _EMPTY_DELTA_SPACED = b'"delta":{}', b'"delta": {}'
+"""A chat chunk with an empty delta carries no output: `transformers serve` closes every stream with one
+(`{"delta":{},"finish_reason":"length","usage":{…}}`) after the last token, where vLLM puts the finish_reason on
+the last token's own chunk. It is not a token event (it would add one event and one ~0 ms gap per request)."""
 
 GENERATED_FIELDS = ("content", "reasoning", "reasoning_content", "tool_calls")
 """Delta fields that carry generated output: a chunk with none of them (only a role) is not a token event."""

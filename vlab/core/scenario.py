@@ -155,6 +155,11 @@ class ApiConfig(StrictModel):
         default=60.0, gt=0, description="Longest silence between two reads of a stream before it is a stall, seconds."
     )
     temperature: float = Field(default=0.0, ge=0)
+    require_done: bool = Field(
+        default=True,
+        description="false: a stream that ends cleanly after its finish_reason chunk counts as complete without "
+        "`data: [DONE]` (transformers serve 5.19 never sends it); true: such a stream is an error (`no_done`).",
+    )
     metrics_interval_s: Seconds = Field(
         default=0.5, description="How often the server's /metrics is sampled during the run, seconds; 0 = never."
     )
