@@ -14,8 +14,6 @@ import shutil
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,36 +21,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.support.chromium import CHROME_ARGS, CHROMIUM
-from tests.support.locust_ui import get_json, locust_ui
+from tests.support.chromium import browser as chromium
+from tests.support.locust_ui import get_json, locust_ui, start_ramp_through_form
 from vlab.core.paths import REPO_ROOT
 from vlab.core.runfolder import REQUESTS_CSV
 
 ARTIFACTS = REPO_ROOT / "test-artifacts"
 DOCS_IMG = REPO_ROOT / "docs" / "img" / "webui-llm-tab.png"
-
-
-@contextmanager
-def chromium() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.skip("/usr/bin/chromium is missing (apt-get install -y chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROME_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
-def start_ramp_through_form(page: Any, base: str, users: int, spawn_rate: float) -> None:
-    """Locust's own start form: user count, spawn rate, Start."""
-    page.goto(f"{base}/")
-    page.fill('input[name="userCount"]', str(users))
-    page.fill('input[name="spawnRate"]', str(spawn_rate))
-    page.click('button[type="submit"]:has-text("Start")')
-    page.get_by_role("tab", name="LLM").wait_for(timeout=15_000)
 
 
 def wait_for_points(page: Any, selector: str, n: int, timeout_s: float) -> None:

@@ -61,3 +61,12 @@ def locust_ui(tmp_path: Path, host: str, *extra: str, scenario: str = SCENARIO) 
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+
+
+def start_ramp_through_form(page: Any, base: str, users: int, spawn_rate: float) -> None:
+    """Locust's own start form: user count, spawn rate, Start."""
+    page.goto(f"{base}/")
+    page.fill('input[name="userCount"]', str(users))
+    page.fill('input[name="spawnRate"]', str(spawn_rate))
+    page.click('button[type="submit"]:has-text("Start")')
+    page.get_by_role("tab", name="LLM").wait_for(timeout=15_000)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,13 +137,16 @@ def run_experiment(exp: Experiment, scenario_path: Path, profiles: tuple[str, ..
     folder.mkdir(parents=True, exist_ok=True)
     print(f"experiment {exp.name}: {exp.question}\nfolder {folder}", flush=True)
     runs: list[Path] = []
+    load: list[dict[str, float]] = []
     for profile in loaded:
         run_dir = new_run_dir(f"{scenario.name}-{profile.name}", folder)
         port = find_free_port()
         print(f"[{profile.name}] starting {profile.engine} on 127.0.0.1:{port} ...", flush=True)
         with start_server(profile, port=port, log_path=run_dir / SERVER_LOG) as server:
             print(f"[{profile.name}] healthy after {server.startup_s:.1f} s; running {scenario.name}", flush=True)
+            before = os.getloadavg()[0]
             run_locust(scenario, scenario_path, run_dir, host=server.base_url, server_profile=profile.name)
+            load.append({"before": before, "after_1min": os.getloadavg()[0], "after_5min": os.getloadavg()[1]})
         print(f"[{profile.name}] server stopped", flush=True)
         if not (run_dir / REQUESTS_CSV).exists():
             raise UserError(f"{profile.name}: the run recorded nothing; see {run_dir / 'locust.log'}")
@@ -152,6 +156,8 @@ def run_experiment(exp: Experiment, scenario_path: Path, profiles: tuple[str, ..
     across = exp.across(loaded, summaries) if exp.across is not None else []
     report = write_report(summaries, folder / "compare.html", across)
     outcome = experiment_outcome(summaries)
+    for run, machine in zip(outcome, load, strict=True):
+        run["load_average"] = machine  # the machine's 1- and 5-min load average around the run (others' work too)
     record = {"experiment": exp.name, "scenario": str(scenario_path), "runs": outcome, "across": across}
     (folder / "experiment.json").write_text(json.dumps(record, indent=2) + "\n")
     for line in format_outcome(outcome) + across:
