@@ -10,8 +10,9 @@ they name the measured requests behind each value. Nothing is said about a pair 
    nothing to batch, so any gain must come from elsewhere; and each other engine against the unbatched one.
 2. scaling: output tok/s at the highest level ÷ at one user, per engine; and the batched engines' throughput at the
    highest level against the unbatched one's.
-3. ITL under load: how each engine's ITL p50 grows from one user to the highest level (time-sliced generate() calls
-   grow it ~N×; one shared batch grows it far less).
+3. under load, per engine: TTFT and ITL p50 from one user to the highest level; TTFT growing toward N× while ITL
+   stays means requests are served one after another (transformers serve without continuous batching runs one
+   generate() at a time); ITL growing means the requests share each decode step.
 4. KV cache: the tokens the highest level needs at once (users × (prompt + completion tokens, means)) against each
    engine's capacity; a cache the load never fills cannot show what paged attention saves in memory.
 """
@@ -119,8 +120,8 @@ def _at_low(runs: list[EngineRun], low: float) -> list[str]:
             continue
         b = level_row(r.summary, low)
         ttft, itl = change(a, b, "ttft"), change(a, b, "itl")
-        if r.continuous_batching and ttft.verdict != "diff" and itl.verdict != "diff":
-            verdict = "continuous batching buys nothing measurable here: with one request in flight there is no batch"
+        if ttft.verdict == "same" and itl.verdict == "same":
+            verdict = "no measurable difference: with one request in flight there is no batch to gain from"
         elif ttft.verdict == "diff" or itl.verdict == "diff":
             faster = [m for m, c in (("TTFT", ttft), ("ITL", itl)) if c.verdict == "diff" and c.ratio < 1]
             slower = [m for m, c in (("TTFT", ttft), ("ITL", itl)) if c.verdict == "diff" and c.ratio > 1]
@@ -166,18 +167,25 @@ def _scaling(runs: list[EngineRun], low: float, high: float) -> list[str]:
 
 
 def _itl_growth(runs: list[EngineRun], low: float, high: float) -> list[str]:
-    parts = []
+    """Per engine, how TTFT and ITL p50 grow from `low` to `high` users, and what that says about its scheduling:
+    TTFT growing toward high/low × while ITL stays = requests served one after another; ITL growing = they share
+    each step (a batch, or time-sliced cores)."""
+    out = []
     for r in runs:
-        c = change(level_row(r.summary, low), level_row(r.summary, high), "itl")
-        if c.verdict == "unknown":
+        a, b = level_row(r.summary, low), level_row(r.summary, high)
+        ttft, itl = change(a, b, "ttft"), change(a, b, "itl")
+        if "unknown" in (ttft.verdict, itl.verdict):
             continue
-        parts.append(f"{r.label} {c.ratio:.1f}x" + (" (within its intervals)" if c.verdict == "same" else ""))
-    if not parts:
-        return []
-    return [
-        f"ITL p50 from {_users(low)} to {_users(high)}: {', '.join(parts)} (unbatched requests share the cores "
-        f"in turn, so their ITL grows toward {high / low:g}x; one shared batch spreads each step over its requests)."
-    ]
+        text = f"{r.label}, {_users(low)} → {_users(high)}: {ttft.text('TTFT p50')}, {itl.text('ITL p50')}"
+        if itl.verdict == "same" and ttft.verdict == "diff" and ttft.ratio > high / low / 2:
+            text += (f": requests are served one after another (TTFT grows ~{ttft.ratio:.0f}x, toward "
+                     f"{high / low:g}x, while each one decodes as fast as alone)")  # fmt: skip
+        elif itl.verdict == "diff" and itl.ratio > 1:
+            text += ": the requests share each decode step, which grows with the batch"
+        elif itl.verdict == "same" and ttft.verdict == "same":
+            text += ": more users cost each request nothing measurable"
+        out.append(text + ".")
+    return out
 
 
 def _kv_cache(runs: list[EngineRun], high: float) -> list[str]:

@@ -47,6 +47,7 @@ def test_chat_streams_with_timing_and_ttft_grows_under_load(vllm_base_url: str, 
         page.on("pageerror", lambda exc: errors.append(str(exc)))
         page.goto(f"{base}/llm/chat")
         page.wait_for_selector('#model option[value="smollm2"]', state="attached")
+        page.fill("#max-tokens", "48")  # short answers: the test stays short on a busy machine
 
         # The answer streams: the page shows token events while the message is still streaming.
         page.fill("#input", "Write a short paragraph about the sea.")
@@ -54,10 +55,12 @@ def test_chat_streams_with_timing_and_ttft_grows_under_load(vllm_base_url: str, 
         page.wait_for_function(
             "() => { const e = document.querySelector('.msg.assistant');"
             " return e && e.dataset.state === 'streaming' && Number(e.dataset.events) >= 3; }",
-            timeout=60_000,
+            timeout=90_000,
         )
         partial = page.locator(".msg.assistant .body").text_content() or ""
-        page.wait_for_function("() => document.querySelector('.msg.assistant').dataset.state !== 'streaming'")
+        page.wait_for_function(
+            "() => document.querySelector('.msg.assistant').dataset.state !== 'streaming'", timeout=120_000
+        )
         first = page.locator(".msg.assistant").first.evaluate("e => Object.assign({}, e.dataset)")
         final = page.locator(".msg.assistant .body").first.text_content() or ""
         assert first["state"] == "done" and int(first["events"]) > 3 and len(final) > len(partial) > 0

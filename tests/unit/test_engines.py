@@ -26,7 +26,7 @@ def _summary(rows: list[dict], prompt: int = 64, completion: int = 32) -> Any:
     return SimpleNamespace(table=pd.DataFrame(rows), run=SimpleNamespace(open_loop=False, requests=requests))
 
 
-STATIC = _summary([_level(0, 1, 400, 100, 9.0, n=10), _level(1, 8, 3000, 780, 10.0, n=12)])
+STATIC = _summary([_level(0, 1, 400, 100, 9.0, n=10), _level(1, 8, 3000, 102, 10.0, n=12)])
 CB = _summary([_level(0, 1, 410, 102, 9.1, n=10), _level(1, 8, 900, 210, 30.0)])
 VLLM = _summary([_level(0, 1, 60, 20, 45.0), _level(1, 8, 150, 45, 150.0)])
 
@@ -51,12 +51,18 @@ def test_what_batching_buys_is_computed_from_the_levels() -> None:
     text = "\n".join(lines)
     # one user: the batched Transformers server is no different; vLLM is faster, and not because of batching
     assert "At 1 user, tf-cb against tf: TTFT p50 1.02x, within the 95% intervals" in text
-    assert "continuous batching buys nothing measurable here" in text
+    assert "no measurable difference: with one request in flight there is no batch" in text
     assert "At 1 user, vllm against tf: TTFT p50 0.15x" in text and "the engine's own kernels" in text
     # eight users: throughput scaling per engine, and what continuous batching buys over the unbatched server
     assert "Output throughput from 1 user to 8 users: vllm 3.3x, tf 1.1x, tf-cb 3.3x." in text
     assert "At 8 users, tf-cb's continuous batching buys 3.0x the output tok/s of tf (n = 12 vs 40)." in text
-    assert "ITL p50 from 1 user to 8 users: vllm 2.2x, tf 7.8x, tf-cb 2.1x" in text
+    assert (
+        "tf-cb, 1 user → 8 users: TTFT p50 2.20x (n = 10 vs 40), ITL p50 2.06x (n = 10 vs 40): the requests share"
+        in text
+    )
+    # the unbatched server: TTFT 7.5x, ITL unchanged → one request after another
+    assert "tf, 1 user → 8 users: TTFT p50 7.50x (n = 10 vs 12), ITL p50 1.02x, within the 95% intervals" in text
+    assert "requests are served one after another (TTFT grows ~8x, toward 8x" in text
     # the KV cache: 8 × (64 + 32) = 768 tokens, 9.4% of 8,192
     assert "tf-cb: 8 users × 96 tokens" in text and "768 tokens" in text and "9.4% of its 8,192 tokens" in text
     assert "never fills it" in text
