@@ -10,9 +10,9 @@ they name the measured requests behind each value. Nothing is said about a pair 
    nothing to batch, so any gain must come from elsewhere; and each other engine against the unbatched one.
 2. scaling: output tok/s at the highest level ÷ at one user, per engine; and the batched engines' throughput at the
    highest level against the unbatched one's.
-3. under load, per engine: TTFT and ITL p50 from one user to the highest level; TTFT growing toward N× while ITL
-   stays means requests are served one after another (transformers serve without continuous batching runs one
-   generate() at a time); ITL growing means the requests share each decode step.
+3. under load, per engine: output tok/s, TTFT and ITL p50 from one user to the highest level; throughput flat while
+   TTFT grows past N/2 × means requests are served one after another (transformers serve without continuous
+   batching runs one generate() at a time); throughput and ITL both up means the requests share each decode step.
 4. KV cache: the tokens the highest level needs at once (users × (prompt + completion tokens, means)) against each
    engine's capacity; a cache the load never fills cannot show what paged attention saves in memory.
 """
@@ -167,23 +167,27 @@ def _scaling(runs: list[EngineRun], low: float, high: float) -> list[str]:
 
 
 def _itl_growth(runs: list[EngineRun], low: float, high: float) -> list[str]:
-    """Per engine, how TTFT and ITL p50 grow from `low` to `high` users, and what that says about its scheduling:
-    TTFT growing toward high/low × while ITL stays = requests served one after another; ITL growing = they share
-    each step (a batch, or time-sliced cores)."""
+    """Per engine, output tok/s, TTFT and ITL p50 from `low` to `high` users, and what they say about its scheduling:
+    throughput flat (ratio < 1.5 or within the intervals) while TTFT grows past half of high/low = requests served one
+    after another (they queue); throughput up with ITL up = they share each decode step."""
     out = []
+    n = high / low
     for r in runs:
         a, b = level_row(r.summary, low), level_row(r.summary, high)
-        ttft, itl = change(a, b, "ttft"), change(a, b, "itl")
-        if "unknown" in (ttft.verdict, itl.verdict):
+        tps, ttft, itl = change(a, b, "output_tok_per_s"), change(a, b, "ttft"), change(a, b, "itl")
+        if "unknown" in (tps.verdict, ttft.verdict, itl.verdict):
             continue
-        text = f"{r.label}, {_users(low)} → {_users(high)}: {ttft.text('TTFT p50')}, {itl.text('ITL p50')}"
-        if itl.verdict == "same" and ttft.verdict == "diff" and ttft.ratio > high / low / 2:
-            text += (f": requests are served one after another (TTFT grows ~{ttft.ratio:.0f}x, toward "
-                     f"{high / low:g}x, while each one decodes as fast as alone)")  # fmt: skip
-        elif itl.verdict == "diff" and itl.ratio > 1:
-            text += ": the requests share each decode step, which grows with the batch"
-        elif itl.verdict == "same" and ttft.verdict == "same":
-            text += ": more users cost each request nothing measurable"
+        text = (f"{r.label}, {_users(low)} → {_users(high)}: output tok/s {tps.ratio:.1f}x, "
+                f"{ttft.text('TTFT p50')}, {itl.text('ITL p50')}")  # fmt: skip
+        flat = tps.verdict == "same" or tps.ratio < 1.5
+        if flat and ttft.verdict == "diff" and ttft.ratio > n / 2:
+            text += (f": requests are served one after another (throughput stays while TTFT grows {ttft.ratio:.0f}x, "
+                     f"the wait behind the others in the queue)")  # fmt: skip
+        elif not flat and tps.verdict == "diff" and itl.verdict == "diff" and itl.ratio > 1:
+            text += (f": the requests share each decode step ({n:g}x the users, {tps.ratio:.1f}x the tokens/s for "
+                     f"{itl.ratio:.2f}x the gap between tokens)")  # fmt: skip
+        elif not flat and tps.verdict == "diff" and itl.verdict == "same":
+            text += f": {n:g}x the users cost each request's decode nothing measurable; throughput {tps.ratio:.1f}x"
         out.append(text + ".")
     return out
 
