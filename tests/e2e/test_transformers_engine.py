@@ -1,7 +1,8 @@
 """End to end on the second engine: `transformers serve --continuous-batching` started from its profile
 (`cpu-smollm2-transformers-cb`, the local model folder, offline), measured by the suite. The differences from vLLM the
 suite tolerates are checked on the real server: no `data: [DONE]` (an error unless `api.require_done: false`), a
-role chunk first, a closing chunk with an empty delta (not a token), the usage on that closing chunk, no /metrics."""
+role chunk first, a closing chunk with an empty delta (not a token), the usage on that closing chunk, no /metrics;
+and it answers 422 to vLLM's `ignore_eos`, so the scenario leaves it off."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ def test_transformers_cb_profile_serves_and_the_suite_measures_it(tmp_path: Path
         f"api: {{endpoint: chat, tokenizer: {MODELS_DIR / 'smollm2-135m-instruct'}, require_done: false,"
         " read_timeout_s: 120}\n"
         "load: {users: 2, duration: 8s, warmup_s: 0}\n"
-        "data: {prompt_tokens: 32, output_tokens: 12}\n"
+        "data: {prompt_tokens: 32, output_tokens: 12, ignore_eos: false}\n"  # transformers serve: 422 on ignore_eos
     )
     with start_server(profile, port=find_free_port(), log_path=tmp_path / "server.log") as server:
         assert http_get(f"{server.base_url}/metrics")[0] == 404  # the suite's sampler must cope without it
