@@ -65,15 +65,32 @@ def add_subcommand(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
     ask = commands.add_parser("ask", help="answer a question from the ingested PDFs, streaming, with sources")
     ask.add_argument("question")
     _db_args(ask)
-    ask.add_argument("--host", default=DEFAULT_HOST, help="server URL (default: %(default)s, env VLAB_HOST)")
+    ask.add_argument("-H", "--host", default=DEFAULT_HOST, help="server URL (default: %(default)s, env VLAB_HOST)")
     ask.add_argument("--model", help="model name (default: the first id at /v1/models)")
-    ask.add_argument("-k", type=_positive_int, default=DEFAULT_K, help="chunks to retrieve (default: %(default)s)")
+    ask.add_argument(
+        "-k",
+        "--top-k",
+        dest="k",
+        type=_positive_int,
+        default=DEFAULT_K,
+        help="chunks to retrieve (default: %(default)s)",
+    )
     ask.add_argument("--max-tokens", type=_positive_int, default=DEFAULT_MAX_TOKENS, help="answer length cap")
     ask.set_defaults(func=run_ask)
 
     evaluate = commands.add_parser("eval", help="retrieval hit rate@k and latency per chunking configuration")
-    evaluate.add_argument("--k", type=_k_list, default=[1, 3, 5], help="comma-separated k values (default: 1,3,5)")
-    evaluate.add_argument("--out", type=Path, help="HTML report path (default: reports/rag-eval.html)")
+    evaluate.add_argument(
+        "-k",
+        "--top-k",
+        "--k",
+        dest="k",
+        type=_k_list,
+        default=[1, 3, 5],
+        help="comma-separated k values (default: 1,3,5)",
+    )
+    evaluate.add_argument(
+        "-o", "--output", "--out", dest="out", type=Path, help="HTML report path (default: reports/rag-eval.html)"
+    )
     evaluate.add_argument(
         "--configs",
         default=",".join(DEFAULT_CONFIGS),

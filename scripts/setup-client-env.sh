@@ -8,6 +8,12 @@ VENV=.venv
 STAMP="$VENV/.vlab-stamp"
 WANT="$(sha256sum pyproject.toml | cut -c1-16)"
 
+# A git worktree that borrows another checkout's environment through a symlink must not re-point that checkout's
+# editable install at itself: leave it alone (run the tools as .venv/bin/..., with PYTHONPATH=$PWD where needed).
+if [[ -L "$VENV" ]]; then
+  echo "client env: $VENV is a link to $(readlink -f "$VENV"); not reinstalling it from here"
+  exit 0
+fi
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$WANT" ]]; then
   echo "client env: up to date ($VENV)"
   exit 0

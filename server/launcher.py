@@ -21,6 +21,7 @@ from server.hub_cache import ensure_hub_view
 from server.profile import HUB_CACHE_DIR, PREPARE_HINT, ServerProfile, build_command, check_memory
 from vlab.client.http import find_free_port, http_get, port_in_use
 from vlab.core.errors import ConfigError, UserError
+from vlab.core.group_guard import module_argv
 from vlab.core.model_shape import ModelShape
 from vlab.core.paths import CACHE_DIR, SERVER_PYTHON
 from vlab.core.processes import die_with_parent
@@ -58,6 +59,25 @@ def detect_nvidia_gpu(timeout_s: float = 10.0) -> tuple[bool, str]:
     return False, f"no {dev}, {smi_note}"
 
 
+def visible_gpu_count(timeout_s: float = 10.0) -> int | None:
+    """GPUs a server started here would see: `nvidia-smi -L`'s lines, narrowed by CUDA_VISIBLE_DEVICES when set;
+    None when nvidia-smi is missing or fails (then vLLM itself decides)."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return None
+    try:
+        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=timeout_s, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    listed = sum(line.startswith("GPU") for line in out.stdout.splitlines())
+    if out.returncode != 0:
+        return None
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
+        return listed
+    return min(listed, len([d for d in visible.split(",") if d.strip()]))
+
+
 def log_tail(path: Path, lines: int = 20) -> str:
     """The last `lines` lines of a log file ('' if it cannot be read)."""
     try:
@@ -80,7 +100,7 @@ class ServerProcess:
 
     @property
     def pid(self) -> int:
-        """Process id of the server, which is also its process group id."""
+        """Process id of the server's group guard (`vlab.core.group_guard`), which is also the group id."""
         return self.popen.pid
 
     def is_running(self) -> bool:
@@ -164,6 +184,12 @@ def check_startable(profile: ServerProfile) -> None:
                 f"profile {profile.name} is for an NVIDIA GPU (device: cuda) and this machine has none ({why}); "
                 "use a cpu profile such as cpu-smollm2 (--dry-run prints the command without a GPU)"
             )
+        visible = visible_gpu_count()
+        if visible is not None and visible < profile.tensor_parallel_size:
+            raise UserError(
+                f"profile {profile.name} splits the model across {profile.tensor_parallel_size} GPUs "
+                f"(tensor_parallel_size) and {visible} are visible here (nvidia-smi -L, CUDA_VISIBLE_DEVICES)"
+            )
     if not SERVER_PYTHON.exists():
         hint = (
             "set VLAB_SERVER_VENV to a CUDA vLLM venv"
@@ -208,9 +234,10 @@ def launch_server(profile: ServerProfile, port: int | None = None, log_path: Pat
     env = {**os.environ, **extra_env}
     host = "127.0.0.1" if profile.host in ("0.0.0.0", "::", "") else profile.host
     with open(log_path, "wb") as log:
+        # The guard holds the group: a SIGKILLed parent (closed terminal, OOM) still stops vLLM and its engine.
         popen = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-            preexec_fn=die_with_parent,  # a SIGKILLed parent (closed terminal, OOM) still stops the server
+            module_argv(argv), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+            start_new_session=True, preexec_fn=die_with_parent,
         )  # fmt: skip
     return ServerProcess(popen, f"http://{host}:{port}", log_path, profile)
 

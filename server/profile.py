@@ -132,6 +132,12 @@ class ServerProfile(BaseModel):
     )
     enable_prefix_caching: bool = Field(default=True, description="false adds --no-enable-prefix-caching.")
     enforce_eager: bool = Field(default=False, description="true skips torch.compile/graphs: faster start, slower run.")
+    tensor_parallel_size: int = Field(
+        default=1,
+        ge=1,
+        description="--tensor-parallel-size: GPUs each layer is split across (cuda only; the KV budget keys are then "
+        "per GPU, as vLLM applies them).",
+    )
     host: str = Field(default="127.0.0.1", min_length=1, description="Address to listen on.")
     port: int = Field(default=8000, ge=1, le=65535, description="TCP port to listen on.")
     device: Literal["cpu", "cuda"] = Field(default="cpu", description="Which vLLM build the profile is for.")
@@ -171,9 +177,11 @@ class ServerProfile(BaseModel):
                 raise ValueError(f"{key} applies to device 'cuda' only; use kv_cache_gib for cpu")
         if self.kv_budget is not None and self.kv_cache_memory_bytes is not None:
             raise ValueError("kv_budget derives kv_cache_memory_bytes: give one of the two, not both")
+        if self.tensor_parallel_size > 1 and self.device != "cuda":
+            raise ValueError("tensor_parallel_size > 1 needs device 'cuda' (several GPUs)")
         if "--load-format" in self.extra_args or any(a.startswith("--load-format=") for a in self.extra_args):
             raise ValueError("--load-format in extra_args: use dummy_weights: true (the report then says so)")
-        for flag in ("--kv-cache-memory-bytes", "--max-num-seqs", "--max-num-batched-tokens"):
+        for flag in ("--kv-cache-memory-bytes", "--max-num-seqs", "--max-num-batched-tokens", "--tensor-parallel-size"):
             if flag in self.extra_args:
                 raise ValueError(f"{flag} in extra_args: use the profile key {flag[2:].replace('-', '_')}")
         return self
@@ -399,6 +407,8 @@ def build_command(profile: ServerProfile, port: int | None = None) -> tuple[list
         argv += ["--max-num-seqs", str(profile.max_num_seqs)]
     if profile.max_num_batched_tokens is not None:
         argv += ["--max-num-batched-tokens", str(profile.max_num_batched_tokens)]
+    if profile.tensor_parallel_size > 1:
+        argv += ["--tensor-parallel-size", str(profile.tensor_parallel_size)]
     if profile.dummy_weights:
         argv += ["--load-format", "dummy"]
     argv += profile.extra_args

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from vlab.client.backoff import ERROR_BACKOFF_S, retry_after_s
 from vlab.commands.runner import run_locust
 from vlab.core.runfolder import REQUESTS_CSV
 from vlab.core.scenario import load_scenario
-from vlab.locust.user import ERROR_BACKOFF_S, retry_after_s
 from vlab.testing.fakeserver import fake_sse_server
 
 

@@ -95,6 +95,32 @@ def test_wrong_type_and_device_mismatch(tmp_path: Path) -> None:
         load_profile("no-such-profile")
 
 
+def test_tensor_parallel_size_is_a_cuda_flag(tmp_path: Path) -> None:
+    cuda = BASE + "device: cuda\ntensor_parallel_size: 2\n"
+    argv, _ = build_command(load_profile(_write(tmp_path, cuda)))
+    assert _flag(argv, "--tensor-parallel-size") == "2"
+    assert "--tensor-parallel-size" not in build_command(load_profile(_write(tmp_path, BASE)))[0]  # 1: vLLM's default
+    with pytest.raises(ConfigError, match="needs device 'cuda'"):
+        load_profile(_write(tmp_path, BASE + "tensor_parallel_size: 2\n"))
+    with pytest.raises(ConfigError, match="use the profile key tensor_parallel_size"):
+        load_profile(_write(tmp_path, BASE + "device: cuda\nextra_args: ['--tensor-parallel-size', '2']\n"))
+
+
+def test_visible_gpus_narrowed_by_cuda_visible_devices(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from server.launcher import visible_gpu_count
+
+    smi = tmp_path / "nvidia-smi"  # a stand-in for nvidia-smi -L on a 4-GPU host (this machine has no GPU)
+    smi.write_text('#!/bin/sh\nfor i in 0 1 2 3; do echo "GPU $i: NVIDIA H200 (UUID: GPU-$i)"; done\n')
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert visible_gpu_count() == 4
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1,3")
+    assert visible_gpu_count() == 2
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert visible_gpu_count() is None
+
+
 def test_extra_args_and_env_override(tmp_path: Path) -> None:
     profile = load_profile(_write(tmp_path, BASE + "extra_args: ['--seed', '1']\nenv: {HF_HUB_OFFLINE: '0'}\n"))
     argv, env = build_command(profile)

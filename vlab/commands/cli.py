@@ -18,6 +18,7 @@ SUBCOMMAND_MODULES = (
     "vlab.commands.demo",
     "vlab.commands.serve",
     "vlab.commands.sweep",
+    "vlab.commands.locust_cmd",
     "vlab.commands.report",
     "vlab.commands.experiment",
     "vlab.commands.lab",

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vlab.commands.helptext import plain
 from vlab.core.errors import UserError
 from vlab.core.jsonsafe import json_safe
 from vlab.core.paths import REPORTS_DIR, SCENARIOS_DIR
@@ -98,7 +99,7 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "experiment",
         help="Run a ready A/B experiment (prefix caching, KV pressure, engines) and compare.",
-        description=__doc__,
+        description=plain(__doc__),
     )
     parser.add_argument(
         "name",
@@ -109,7 +110,14 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--profiles", nargs="+", metavar="PROFILE", help="Override the profiles (first = reference of the ratios)."
     )
-    parser.add_argument("--out", type=Path, help="Experiment folder (default: reports/<time>-experiment-<name>).")
+    parser.add_argument(
+        "-o",
+        "--output",
+        "--out",
+        dest="out",
+        type=Path,
+        help="Experiment folder (default: reports/<time>-experiment-<name>).",
+    )
     parser.set_defaults(func=_cmd_experiment)
 
 

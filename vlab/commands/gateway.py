@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from vlab.commands.helptext import plain
 from vlab.core.errors import UserError
 from vlab.core.paths import REPO_ROOT
 
@@ -29,9 +30,11 @@ GATEWAY_HEALTH_TIMEOUT_S = 20.0
 
 def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "gateway", help="Start the API gateway (keys, limits, validation) in front of vLLM.", description=__doc__,
+        "gateway",
+        help="Start the API gateway (keys, limits, validation) in front of vLLM.",
+        description=plain(__doc__),
         formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
+    )
     parser.add_argument("--config", type=Path, help="Gateway config YAML (gateway/example.yaml is a start).")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--profile", help="Start vLLM from this server profile first; the gateway fronts it.")

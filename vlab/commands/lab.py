@@ -33,6 +33,7 @@ from typing import Any, ClassVar
 
 import yaml
 
+from vlab.commands.helptext import plain
 from vlab.core.errors import UserError
 from vlab.core.jsonsafe import json_safe
 from vlab.core.lab import LabPlan, Sizing, load_lab_plan
@@ -462,7 +463,7 @@ def build_lab_reports(lab_dir: Path) -> Path:
 # ------------------------------------------------------------------------------------------------------- command
 def add_subcommand(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
-        "lab", help="run the whole lab on a server profile, one index page", description=__doc__,
+        "lab", help="run the whole lab on a server profile, one index page", description=plain(__doc__),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
     parser.add_argument("--profile", help="the base server profile (default: the plan's base)")

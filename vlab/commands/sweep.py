@@ -11,6 +11,7 @@ else, all checked by the same strict model as the file; the effective scenario i
 | `--num-prompts N` | that level ends after N requests (closed loop: N completed; open loop: N arrivals) |
 | `--random-input-len L`, `--random-output-len L` | `data.prompt_tokens`, `data.output_tokens` |
 | `--model M`, `--endpoint chat\\|completions` | `api.model`, `api.endpoint` |
+| `--tokenizer PATH` | `api.tokenizer`: a tokenizer.json or model folder (exact lengths without `/tokenize`) |
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from vlab.client.api import credentials_for, http_json, probe_server
+from vlab.commands.helptext import plain
 from vlab.commands.runner import locust_command, run_locust
 from vlab.core.datasets import load_scenario_data
 from vlab.core.errors import ConfigError, UserError
@@ -41,7 +43,7 @@ def add_subcommand(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
     parser = subparsers.add_parser(
         "sweep",
         help="run a scenario's load levels headless, then the report",
-        description=__doc__,
+        description=plain(__doc__),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("scenario", type=Path, help="scenario YAML file")
@@ -62,6 +64,7 @@ def add_subcommand(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
     bench.add_argument("--random-output-len", type=int, metavar="L")
     bench.add_argument("--model", metavar="M")
     bench.add_argument("--endpoint", choices=sorted(ENDPOINTS), metavar="E", help="chat or completions")
+    bench.add_argument("--tokenizer", metavar="PATH", help="local tokenizer.json or model folder (api.tokenizer)")
     bench.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="any scenario key, e.g. --set data.output_tokens=256 (repeatable)")  # fmt: skip
     adaptive = parser.add_argument_group("adaptive search")
@@ -110,6 +113,8 @@ def bench_overrides(args: argparse.Namespace, raw: dict[str, Any]) -> list[str]:
         out.append(f"api.model={json.dumps(args.model)}")
     if args.endpoint:
         out.append(f"api.endpoint={ENDPOINTS[args.endpoint]}")
+    if args.tokenizer:
+        out.append(f"api.tokenizer={json.dumps(args.tokenizer)}")
     return out + list(args.overrides)
 
 

@@ -112,9 +112,15 @@ class ChoiceLength(StrictModel):
 
 
 def _length_shorthand(value: Any) -> Any:
-    """`200` is shorthand for `{dist: fixed, value: 200}`."""
+    """`200` is shorthand for `{dist: fixed, value: 200}`; anything but a whole number or a mapping is refused with
+    what is expected."""
     if isinstance(value, int) and not isinstance(value, bool):
         return {"dist": "fixed", "value": value}
+    if not isinstance(value, dict):
+        raise ValueError(
+            f"expected a token count (e.g. 256) or a distribution such as {{dist: uniform, min: 64, max: 512}}, "
+            f"got {value!r}"
+        )
     return value
 
 

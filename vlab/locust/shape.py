@@ -5,8 +5,10 @@ or open-loop scenario, or any headless run, is walked by the level controller (`
 single-stage closed-loop scenario in the web UI leaves the user count to the form, where every count started is a
 level of its own.
 
-`LevelShape` only relays: each tick it gives Locust the controller's `desired_users`, and ends the test once the
-controller has walked every level.
+`LevelShape` only relays: each tick it gives Locust the controller's `desired_users` at `load.spawn_rate` (Locust's
+`-r`), and ends the test once the controller has walked every level. Every level's users are started before it
+begins and wait at a closed gate, so a level is measured at its full count from its first second; the spawn rate sets
+how long the start of a higher level waits for its new users (n new users at r users/s: about n / r seconds).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ class LevelShape(LoadTestShape):
         if controller.finished:
             _stop_workers_first(self.runner)
             return None
-        return controller.desired_users, max(load.spawn_rate, 1.0)
+        return controller.desired_users, load.spawn_rate
 
 
 def _stop_workers_first(runner: object) -> None:

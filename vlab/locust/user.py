@@ -15,7 +15,6 @@ class of the run): this one needs nothing; the RAG user opens its retriever ther
 
 from __future__ import annotations
 
-import email.utils
 import functools
 import logging
 import math
@@ -27,6 +26,7 @@ from gevent import GreenletExit
 from gevent.event import AsyncResult
 from locust import User, constant, task
 
+from vlab.client.backoff import wait_after
 from vlab.client.sse import StreamResult, parse_stream
 from vlab.client.stream import RawStream, StreamConnection
 from vlab.core.metrics import RequestTiming
@@ -36,15 +36,6 @@ from vlab.locust.context import RunContext, context
 from vlab.locust.workload import PreparedRequest
 
 log = logging.getLogger("vlab")
-
-CONNECT_BACKOFF_S = 0.5
-"""A closed-loop user's wait after its server refused the connection, s."""
-ERROR_BACKOFF_S = (0.05, 2.0)
-"""A closed-loop user's wait after an HTTP error answer (no stream): first and longest, s; it doubles per failure in a
-row and resets after a success."""
-RETRY_AFTER_MAX_S = 30.0
-"""The longest `Retry-After` (429/503) a closed-loop user honours, s."""
-"""Pause of a closed-loop user after a refused connection, seconds."""
 
 
 def open_connection(ctx: RunContext, host: str | None) -> StreamConnection:
@@ -203,23 +194,6 @@ def _fire_locust_event(ctx: RunContext, record: RequestRecord) -> None:
     )
 
 
-def retry_after_s(value: str | None) -> float | None:
-    """A `Retry-After` header's wait in seconds: delta-seconds or an HTTP date (RFC 9110 §10.2.3); None when absent
-    or unreadable."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
 class LLMUser(User):
     """Streams completions from the scenario's endpoint; closed loop (next request at once) or open loop (waits
     for an arrival ticket)."""
@@ -276,24 +250,18 @@ class LLMUser(User):
         return measure(self.ctx, self.conn, request, want_text=want_text)
 
     def _back_off_if_unreachable(self, raw: RawStream) -> None:
-        """A closed-loop user whose request was refused before any stream waits before trying again, instead of
-        recording thousands of identical failures per second (a dead or overloaded server answers in microseconds):
-        CONNECT_BACKOFF_S after a refused connection; after an HTTP error answer the server's `Retry-After` (429 or
-        503, up to RETRY_AFTER_MAX_S) or else ERROR_BACKOFF_S, doubling per failure in a row. Open-loop arrivals
-        keep their schedule: that is what open loop means."""
+        """A closed-loop user whose request was refused before any stream waits before trying again
+        (`vlab.client.backoff.wait_after`: refused connection, Retry-After, or a doubling back-off). Open-loop
+        arrivals keep their schedule: that is what open loop means."""
         if self.ctx.schedule is not None:
             return
-        if raw.error_kind == ErrorKind.CONNECT:
-            gevent.sleep(CONNECT_BACKOFF_S)
-        elif raw.status >= 400 or raw.error_kind in (ErrorKind.HTTP, ErrorKind.RATE_LIMITED):
-            first, longest = ERROR_BACKOFF_S
-            wait = retry_after_s(raw.headers.get("retry-after"))
-            if wait is None:
-                wait = min(first * 2**self._failures_in_a_row, longest)
-            self._failures_in_a_row += 1
-            gevent.sleep(min(wait, RETRY_AFTER_MAX_S))
-        else:
+        wait = wait_after(raw.error_kind, raw.status, raw.headers.get("retry-after"), self._failures_in_a_row)
+        if wait is None:
             self._failures_in_a_row = 0
+            return
+        if raw.error_kind != ErrorKind.CONNECT:
+            self._failures_in_a_row += 1
+        gevent.sleep(wait)
 
     def _next_turn(self, queue_wait_ms: float, waited: bool) -> None:
         """Multi-turn chat: replay one conversation's human turns, keeping the real answers as history."""
