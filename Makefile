@@ -5,7 +5,7 @@ PY := .venv/bin/python
 VLAB := .venv/bin/vlab
 
 .PHONY: setup client-env server-env model system-packages demo test test-fast test-under-load lint bench-crosscheck \
-	experiment-prefix experiment-kv clean
+	experiment-prefix experiment-kv experiment-engines clean
 
 setup: system-packages
 	@$(MAKE) --no-print-directory -j2 client-env server-env
@@ -49,6 +49,9 @@ experiment-prefix: setup
 
 experiment-kv: setup
 	@$(VLAB) experiment kv
+
+experiment-engines: setup
+	@$(VLAB) experiment engines
 
 bench-crosscheck: setup
 	@$(PY) bench/crosscheck_vllm_bench.py

@@ -208,8 +208,9 @@ def comparison_rows(summaries: Sequence[RunSummary]) -> list[dict[str, Any]]:
     return rows
 
 
-def render_comparison(summaries: Sequence[RunSummary]) -> str:
-    """The HTML of a comparison of several runs (first run = reference for ratios)."""
+def render_comparison(summaries: Sequence[RunSummary], across: Sequence[str] = ()) -> str:
+    """The HTML of a comparison of several runs (first run = reference for ratios); `across`: observations across
+    the runs (e.g. `analysis.engines.observe_engines`), shown above each run's own."""
     env = template_env()
     runs = [_run_context(s) for s in summaries]
     for r, s in zip(runs, summaries, strict=True):
@@ -220,6 +221,7 @@ def render_comparison(summaries: Sequence[RunSummary]) -> str:
         curves=plots.latency_vs_throughput(summaries),
         rows=comparison_rows(summaries),
         pareto=pareto_context(summaries),
+        across=list(across),
         generated=fmt_time(time.time()),
     )
 
@@ -245,8 +247,8 @@ def _server_context(s: RunSummary, figure: bool = True) -> dict[str, Any]:
     }
 
 
-def write_report(summaries: Sequence[RunSummary], out: Path | str | None = None) -> Path:
-    """Render analyzed runs and write the HTML; return its path.
+def write_report(summaries: Sequence[RunSummary], out: Path | str | None = None, across: Sequence[str] = ()) -> Path:
+    """Render analyzed runs and write the HTML; return its path (`across`: see `render_comparison`).
 
     One run: `out` defaults to RUN_DIR/index.html; summary.csv and summary.json go next to the HTML. Several runs:
     `out` defaults to <first run>/compare.html. Raw run files are never overwritten.
@@ -259,7 +261,7 @@ def write_report(summaries: Sequence[RunSummary], out: Path | str | None = None)
         html = render_run(summaries[0])
     else:
         target = Path(out) if out is not None else dirs[0] / "compare.html"
-        html = render_comparison(summaries)
+        html = render_comparison(summaries, across)
     if target.name in RAW_FILES and target.parent.resolve() in {d.resolve() for d in dirs}:
         raise UserError(f"{target}: refusing to overwrite a raw run file")
     try:

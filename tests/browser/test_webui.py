@@ -11,14 +11,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,80 +21,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.support.chromium import CHROME_ARGS, CHROMIUM
+from tests.support.chromium import browser as chromium
+from tests.support.locust_ui import get_json, locust_ui, start_ramp_through_form
 from vlab.core.paths import REPO_ROOT
 from vlab.core.runfolder import REQUESTS_CSV
 
 ARTIFACTS = REPO_ROOT / "test-artifacts"
-LOCUSTFILE = str(REPO_ROOT / "locustfiles" / "llm.py")
-SCENARIO = str(REPO_ROOT / "scenarios" / "webui-smoke.yaml")
 DOCS_IMG = REPO_ROOT / "docs" / "img" / "webui-llm-tab.png"
-
-
-# ------------------------------------------------------------------------------------------------------ unit: tail
-def _free_port() -> int:
-    from vlab.client.http import find_free_port
-
-    return find_free_port()
-
-
-def _get(url: str, timeout: float = 5.0) -> Any:
-    with urllib.request.urlopen(url, timeout=timeout) as resp:
-        return json.loads(resp.read())
-
-
-@contextmanager
-def locust_ui(tmp_path: Path, host: str, *extra: str) -> Iterator[tuple[str, Path, Path]]:
-    """Locust with the web UI in its own session; yields (UI base URL, run folder, log); kills the group at the end."""
-    port = _free_port()
-    run_dir = tmp_path / "run"
-    log = tmp_path / "locust.log"
-    cmd = [sys.executable, "-m", "locust", "-f", LOCUSTFILE, "--scenario", SCENARIO, "--host", host,
-           "--web-host", "127.0.0.1", "--web-port", str(port), "--run-dir", str(run_dir), *extra]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO_ROOT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, log.read_text()[-3000:]
-            try:
-                _get(f"{base}/llm/data")
-                break
-            except (urllib.error.URLError, ConnectionError):
-                assert time.monotonic() < deadline, log.read_text()[-3000:]
-                time.sleep(0.3)
-        yield base, run_dir, log
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-
-
-@contextmanager
-def chromium() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.skip("/usr/bin/chromium is missing (apt-get install -y chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROME_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
-def start_ramp_through_form(page: Any, base: str, users: int, spawn_rate: float) -> None:
-    """Locust's own start form: user count, spawn rate, Start."""
-    page.goto(f"{base}/")
-    page.fill('input[name="userCount"]', str(users))
-    page.fill('input[name="spawnRate"]', str(spawn_rate))
-    page.click('button[type="submit"]:has-text("Start")')
-    page.get_by_role("tab", name="LLM").wait_for(timeout=15_000)
 
 
 def wait_for_points(page: Any, selector: str, n: int, timeout_s: float) -> None:
@@ -197,10 +125,10 @@ def test_ramp_from_the_form_charts_match_the_records(vllm_base_url: str, tmp_pat
 def test_processes_2_charts_cover_every_worker(vllm_base_url: str, tmp_path: Path) -> None:
     with locust_ui(tmp_path, vllm_base_url, "--processes", "2") as (base, run_dir, _log), chromium() as browser:
         deadline = time.monotonic() + 30
-        while _get(f"{base}/llm/data")["workers"] != 2:
+        while get_json(f"{base}/llm/data")["workers"] != 2:
             assert time.monotonic() < deadline, "workers did not connect"
             time.sleep(0.5)
-        scenario = _get(f"{base}/llm/scenario")
+        scenario = get_json(f"{base}/llm/scenario")
         assert not scenario["can_change"] and "distributed" in scenario["reason"]
         ui = browser.new_page(viewport={"width": 1400, "height": 900})
         start_ramp_through_form(ui, base, users=4, spawn_rate=4)

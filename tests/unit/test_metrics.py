@@ -146,3 +146,34 @@ def test_slo_and_goodput() -> None:
     ok = meets_slo(ttft, itl, itl, ttft, ttft_max=500, itl_max=25)
     assert ok.tolist() == [True, False, True]  # undefined ITL (one token) does not fail the SLO
     assert goodput(int(ok.sum()), 3, 4.0) == pytest.approx((0.5, 2 / 3))
+
+
+# transformers serve 5.19's chat stream, as it sent it (ids shortened): a role chunk, one chunk per token, a closing
+# chunk with an empty delta, the finish_reason and the usage, and no `data: [DONE]`.
+TRANSFORMERS_STREAM = [
+    b'data: {"id":"b9","choices":[{"delta":{"role":"assistant"},"index":0}],"created":1796172011,'
+    b'"model":"smollm2@main","object":"chat.completion.chunk","system_fingerprint":""}\n\n',
+    b'data: {"id":"b9","choices":[{"delta":{"content":"I"},"index":0}],"created":1796172012,'
+    b'"model":"smollm2@main","object":"chat.completion.chunk","system_fingerprint":""}\n\n',
+    b'data: {"id":"b9","choices":[{"delta":{"content":"\'m"},"index":0}],"created":1796172012,'
+    b'"model":"smollm2@main","object":"chat.completion.chunk","system_fingerprint":""}\n\n',
+    b'data: {"id":"b9","choices":[{"delta":{},"index":0,"finish_reason":"length"}],"created":1796172013,'
+    b'"model":"smollm2@main","object":"chat.completion.chunk","system_fingerprint":"",'
+    b'"usage":{"completion_tokens":2,"prompt_tokens":32,"total_tokens":34}}\n\n',
+]
+
+
+def test_transformers_stream_without_done_is_complete_when_allowed() -> None:
+    raw = raw_stream(TRANSFORMERS_STREAM, [1.0, 1.2, 1.3, 1.31])
+    assert parse_stream(raw).error_kind == ErrorKind.NO_DONE  # the default: vLLM always ends with [DONE]
+    result = parse_stream(raw, want_text=True, require_done=False)
+    assert result.ok, result.error
+    assert result.first_choice_stamp == 1.0
+    assert result.token_stamps == [1.2, 1.3]  # the closing empty-delta chunk is not a token event
+    assert (result.prompt_tokens, result.completion_tokens, result.finish_reason) == (32, 2, "length")
+    assert result.text == "I'm"
+
+
+def test_stream_without_done_and_without_finish_reason_stays_an_error() -> None:
+    raw = raw_stream(TRANSFORMERS_STREAM[:3], [1.0, 1.2, 1.3])
+    assert parse_stream(raw, require_done=False).error_kind == ErrorKind.NO_DONE

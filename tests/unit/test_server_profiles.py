@@ -154,3 +154,46 @@ def test_port_helpers(tmp_path: Path) -> None:
     log = tmp_path / "log.txt"
     log.write_text("".join(f"line {i}\n" for i in range(50)))
     assert log_tail(log, 3) == "line 47\nline 48\nline 49"
+
+
+def test_transformers_profiles_build_transformers_serve() -> None:
+    argv, env = build_command(load_profile("cpu-smollm2-transformers"), port=8123)
+    assert argv[:5] == [str(SERVER_PYTHON), "-m", "transformers.cli.transformers", "serve", "smollm2"]
+    assert _flag(argv, "--port") == "8123" and _flag(argv, "--device") == "cpu" and "--continuous-batching" not in argv
+    assert env["HF_HUB_OFFLINE"] == "1" and env["HF_HUB_CACHE"].endswith("hf-hub")
+    assert env["OMP_WAIT_POLICY"] == "PASSIVE" and "VLLM_TARGET_DEVICE" not in env
+    argv, _ = build_command(load_profile("cpu-smollm2-transformers-cb"))
+    assert "--continuous-batching" in argv
+    assert (_flag(argv, "--cb-block-size"), _flag(argv, "--cb-num-blocks")) == ("32", "256")
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ("engine: transformers\nkv_cache_gib: 2\n", "kv_cache_gib applies to engine 'vllm' only"),
+        ("engine: transformers\nenforce_eager: true\n", "enforce_eager applies to engine 'vllm' only"),
+        ("engine: transformers\ncb_num_blocks: 8\n", "cb_\\* keys need continuous_batching"),
+        ("continuous_batching: true\n", "apply to engine 'transformers' only"),
+        ("engine: transformers\nserved_model_name: 'a b'\n", "hub id"),
+    ],
+)
+def test_engine_keys_are_checked(tmp_path: Path, extra: str, message: str) -> None:
+    text = BASE.replace("served_model_name: m\n", "") if "served_model_name" in extra else BASE
+    with pytest.raises(ConfigError, match=message):
+        load_profile(_write(tmp_path, text + extra))
+
+
+def test_hub_view_links_the_model_folder(tmp_path: Path) -> None:
+    from server.hub_cache import ensure_hub_view
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "old.bin").write_text("x")
+    snapshot = ensure_hub_view(model, "org/name", tmp_path / "hub")
+    (model / "old.bin").unlink()
+    snapshot = ensure_hub_view(model, "org/name", tmp_path / "hub")
+    assert snapshot == tmp_path / "hub" / "models--org--name" / "snapshots" / "local"
+    assert (tmp_path / "hub" / "models--org--name" / "refs" / "main").read_text() == "local"
+    assert [p.name for p in snapshot.iterdir()] == ["config.json"]
+    assert (snapshot / "config.json").resolve() == (model / "config.json").resolve()

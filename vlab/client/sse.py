@@ -99,13 +99,16 @@ def dechunk(raw: RawStream) -> tuple[bytes, list[int]]:
     return bytes(payload), ends
 
 
-def parse_response(raw: RawStream, endpoint: str, *, want_text: bool = False) -> StreamResult:
-    """What the response of one request to `endpoint` (`vlab.core.scenario.ApiConfig.endpoint`) contained."""
+def parse_response(
+    raw: RawStream, endpoint: str, *, want_text: bool = False, require_done: bool = True
+) -> StreamResult:
+    """What the response of one request to `endpoint` (`vlab.core.scenario.ApiConfig.endpoint`) contained;
+    `require_done` is `api.require_done` (see `parse_stream`)."""
     if endpoint == "embeddings":
         return parse_embeddings(raw)
     if endpoint == "responses":
         return parse_responses_stream(raw, want_text=want_text)
-    return parse_stream(raw, want_text=want_text)
+    return parse_stream(raw, want_text=want_text, require_done=require_done)
 
 
 def _http_failure(raw: RawStream) -> StreamResult | None:
@@ -176,8 +179,18 @@ def _conclude(result: StreamResult, raw: RawStream, malformed: str, ended: bool,
     return result
 
 
-def parse_stream(raw: RawStream, *, want_text: bool = False) -> StreamResult:
+_EMPTY_CHAT_DELTA, _EMPTY_CHAT_DELTA_SPACED = b'"delta":{}', b'"delta": {}'
+"""A chat chunk with an empty delta carries no output: `transformers serve` closes every stream with one
+(`{"delta":{},"finish_reason":"length","usage":{…}}`) after the last token, where vLLM puts the finish_reason on
+the last token's own chunk. It is not a token event (it would add one event and one ~0 ms gap per request)."""
+
+
+def parse_stream(raw: RawStream, *, want_text: bool = False, require_done: bool = True) -> StreamResult:
     """Classify the events of one streamed chat or text completion (see `vlab.core.metrics` for what counts).
+
+    `require_done=False` accepts a body that ends cleanly after a choice with a `finish_reason` but without
+    `data: [DONE]` (`transformers serve` 5.19 never sends it); a body ending without a finish_reason is still
+    `no_done`.
 
     A body that mentions `reasoning` anywhere is a possible reasoning stream: each token event's delta is then decoded
     to tell reasoning, answer and empty events apart (`StreamResult.event_kinds`); other streams skip that decode."""
@@ -202,7 +215,7 @@ def parse_stream(raw: RawStream, *, want_text: bool = False) -> StreamResult:
         if result.first_choice_stamp is None:
             result.first_choice_stamp = stamp
         is_role_only = b'"role"' in data and not result.token_stamps and _is_role_only(data)
-        if not is_role_only:
+        if not (is_role_only or _EMPTY_CHAT_DELTA in data or _EMPTY_CHAT_DELTA_SPACED in data):
             result.token_stamps.append(stamp)
             if kinds is not None:
                 kinds.append(_choice_kind(data))
@@ -213,7 +226,8 @@ def parse_stream(raw: RawStream, *, want_text: bool = False) -> StreamResult:
     if kinds is not None and REASONING in kinds:
         result.event_kinds = "".join(kinds)
     result.done = frames.done
-    return _conclude(result, raw, frames.malformed, frames.done, "stream ended without data: [DONE]")
+    ended = frames.done or (not require_done and bool(result.finish_reason))
+    return _conclude(result, raw, frames.malformed, ended, "stream ended without data: [DONE]")
 
 
 GENERATED_FIELDS = ("content", "reasoning", "reasoning_content", "tool_calls")

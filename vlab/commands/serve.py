@@ -1,4 +1,5 @@
-"""`vlab serve`: start a vLLM server from a profile, wait until healthy, stop its whole process group on exit."""
+"""`vlab serve`: start a server (vLLM, or `transformers serve` for engine transformers) from a profile, wait until
+healthy, stop its whole process group on exit."""
 
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ def add_subcommand(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
     """Add `serve` to the `vlab` parser."""
     parser = subparsers.add_parser(
         "serve",
-        help="start a vLLM server from a profile",
-        description="Start vLLM's OpenAI-compatible server from a profile, wait for /health, block until Ctrl-C.",
+        help="start a vLLM (or Transformers) server from a profile",
+        description="Start an OpenAI-compatible server (vLLM or transformers serve) from a profile, wait for /health, "
+        "block until Ctrl-C.",
     )
     parser.add_argument(
         "--profile",

@@ -184,6 +184,11 @@ class ApiConfig(StrictModel):
         description="More JSON fields for every request body, e.g. `structured_outputs` or `chat_template_kwargs: "
         "{enable_thinking: true}` (vLLM); fields the suite sets itself are refused.",
     )
+    require_done: bool = Field(
+        default=True,
+        description="false: a stream that ends cleanly after its finish_reason chunk counts as complete without "
+        "`data: [DONE]` (transformers serve 5.19 never sends it); true: such a stream is an error (`no_done`).",
+    )
     metrics_interval_s: Seconds = Field(
         default=0.5, description="How often the server's /metrics is sampled during the run, seconds; 0 = never."
     )

@@ -113,7 +113,9 @@ def _finish(
 ) -> StreamResult:
     """Parse an ended stream, record it (sink), and report it to Locust (unless the run cut it off)."""
     try:
-        result = parse_response(raw, ctx.scenario.api.endpoint, want_text=want_text)
+        result = parse_response(
+            raw, ctx.scenario.api.endpoint, want_text=want_text, require_done=ctx.scenario.api.require_done
+        )
     except Exception as exc:
         client_error = client_error or f"{type(exc).__name__}: {exc}"
         log.exception("vlab: client error while parsing a stream")

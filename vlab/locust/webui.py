@@ -17,6 +17,7 @@ Locust's extension points only, no fork of its UI:
   `POST /llm/scenario`          `path=<file in scenarios/>`: replace the scenario before the first start
   `GET  /llm/report`            build the HTML report of the run so far (in a child process), redirect to it
   `GET  /llm/report/index.html` the report built above
+  `/llm/chat…`                  the chat page and its same-origin relay to the host (`vlab.locust.chat`)
   ============================  ======================================================================================
 
 Numbers come from the run folder, never from the users' hot path: `RecordTail` keeps a byte offset into
@@ -45,10 +46,12 @@ from flask import Blueprint, Flask, Response, jsonify, make_response, redirect, 
 from locust.env import Environment
 from locust.runners import STATE_INIT
 
+from vlab.client.api import Credentials, credentials_for
 from vlab.core.errors import UserError
 from vlab.core.paths import REPO_ROOT, SCENARIOS_DIR
 from vlab.core.runfolder import REPORT_HTML, REQUESTS_CSV, SERVER_METRICS_JSON
 from vlab.core.scenario import load_scenario
+from vlab.locust import chat
 from vlab.locust.context import RunContext, context
 from vlab.locust.levels import LevelTracker
 from vlab.locust.live import BUCKET_S, SETTLE_S, STATS, RecordTail
@@ -183,6 +186,17 @@ class Console:
             rows.append({"endpoint": row["endpoint"], "metric": row["label"], **cells})
         return rows
 
+    def chat_target(self) -> chat.Target:
+        """The chat page's host: the probed server (after a start) or Locust's --host, with the run's credentials."""
+        ctx = self.ctx()
+        if ctx.server is not None:
+            return chat.Target(ctx.server.base_url, ctx.creds)
+        try:
+            creds = credentials_for(ctx.scenario.api)
+        except UserError:
+            creds = Credentials()
+        return chat.Target(self.environment.host or ctx.scenario.api.host, creds)
+
     # ---------------------------------------------------------------------------------------------- scenario
     def scenario_view(self) -> dict[str, Any]:
         ctx = self.ctx()
@@ -264,6 +278,7 @@ def _tab_args() -> dict[str, Any]:
         "extended_tables": [{"key": TAB_KEY, "structure": structure}],
         "extended_csv_files": [
             {"href": "./llm", "title": "LLM console: live TTFT / ITL / tokens/s charts, level, scenario"},
+            {"href": "./llm/chat", "title": "Chat with the model: streamed answer, its TTFT / ITL / tok/s live"},
             {"href": "./llm/report", "title": "HTML report of the run so far (vlab report)"},
         ],
     }
@@ -325,6 +340,7 @@ def install(environment: Environment) -> Console:
             return make_response("no report yet: open /llm/report to build it\n", 404)
         return send_file(run_dir / REPORT_HTML, mimetype="text/html", max_age=0)
 
+    chat.install(bp, auth, console.chat_target)
     app: Flask = web_ui.app
     app.register_blueprint(bp)
 

@@ -1,0 +1,56 @@
+"""End to end on the second engine: `transformers serve --continuous-batching` started from its profile
+(`cpu-smollm2-transformers-cb`, the local model folder, offline), measured by the suite. The differences from vLLM the
+suite tolerates are checked on the real server: no `data: [DONE]` (an error unless `api.require_done: false`), a
+role chunk first, a closing chunk with an empty delta (not a token), the usage on that closing chunk, no /metrics;
+and it answers 422 to vLLM's `ignore_eos`, so the scenario leaves it off."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from analysis.pipeline import analyze
+from server.launcher import start_server
+from server.profile import load_profile
+from vlab.client.http import find_free_port, http_get
+from vlab.commands.runner import run_locust
+from vlab.core.paths import MODELS_DIR
+from vlab.core.runfolder import REQUESTS_CSV
+from vlab.core.scenario import load_scenario
+
+pytestmark = pytest.mark.e2e
+
+
+def test_transformers_cb_profile_serves_and_the_suite_measures_it(tmp_path: Path) -> None:
+    profile = load_profile("cpu-smollm2-transformers-cb")
+    scenario = tmp_path / "tf.yaml"
+    scenario.write_text(
+        "name: e2e-transformers\n"
+        f"api: {{endpoint: chat, tokenizer: {MODELS_DIR / 'smollm2-135m-instruct'}, require_done: false,"
+        " read_timeout_s: 120}\n"
+        "load: {users: 2, duration: 8s, warmup_s: 0}\n"
+        "data: {prompt_tokens: 32, output_tokens: 12, ignore_eos: false}\n"  # transformers serve: 422 on ignore_eos
+    )
+    with start_server(profile, port=find_free_port(), log_path=tmp_path / "server.log") as server:
+        assert http_get(f"{server.base_url}/metrics")[0] == 404  # the suite's sampler must cope without it
+        run_dir = tmp_path / "run"
+        run_locust(load_scenario(scenario), scenario, run_dir, host=server.base_url, server_profile=profile.name)
+        # the same stream with [DONE] required: every request is `no_done`, none silently accepted
+        strict = tmp_path / "strict.yaml"
+        strict.write_text(scenario.read_text().replace("require_done: false", "require_done: true")
+                          .replace("duration: 8s", "duration: 2s"))  # fmt: skip
+        strict_dir = tmp_path / "strict"
+        run_locust(load_scenario(strict), strict, strict_dir, host=server.base_url, server_profile=profile.name)
+    requests = pd.read_csv(run_dir / REQUESTS_CSV, keep_default_na=False, na_values=[""])
+    assert len(requests) >= 2 and requests.ok.all(), requests.error.unique()
+    assert (requests.finish_reason.isin(["length", "stop"])).all()
+    # the closing empty-delta chunk is not a token event: one event per generated token, as usage counts them
+    assert (requests.n_events == requests.completion_tokens).all()
+    assert (requests.first_chunk_ms < requests.ttft_ms).all()  # the role chunk comes before the first token
+    strict_requests = pd.read_csv(strict_dir / REQUESTS_CSV, keep_default_na=False, na_values=[""])
+    assert len(strict_requests) >= 1 and (strict_requests.error_kind == "no_done").all()
+    s = analyze(run_dir)
+    assert s.table["n_measured"].sum() == len(requests) and s.table["ttft_p50"].iloc[0] > 0
+    assert s.server is None or not s.server.available
