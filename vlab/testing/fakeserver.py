@@ -11,6 +11,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from vlab.core.processes import die_with_parent
+
 SCRIPT = Path(__file__).with_name("fake_sse_server.py")
 
 
@@ -21,6 +23,7 @@ def fake_sse_server(folder: Path, *args: str, timeout_s: float = 20.0) -> Iterat
     proc = subprocess.Popen(
         [sys.executable, str(SCRIPT), "--port", "0", "--ready-file", str(ready), *args],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+        preexec_fn=die_with_parent,  # a killed test run leaves no fake server behind
     )  # fmt: skip
     try:
         deadline = time.time() + timeout_s
