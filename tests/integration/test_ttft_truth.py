@@ -34,7 +34,8 @@ def test_ttft_ends_at_the_first_token_not_the_role_chunk(tmp_path: Path) -> None
     # the server's request id comes back as usage.prompt_tokens (fake_sse_server's docstring)
     true_ttft = np.array([(truth[r]["token_ns"][0] - truth[r]["arrival_ns"]) / 1e6 for r in ok.prompt_tokens])
     true_role = np.array([(truth[r]["role_ns"] - truth[r]["arrival_ns"]) / 1e6 for r in ok.prompt_tokens])
-    assert np.all(true_ttft > 95) and np.all(true_role < 5)
+    # the truth: the role chunk left long before the first token (a busy machine can delay either send a little)
+    assert np.all(true_ttft > 95) and np.all(true_role < true_ttft - 50)
     error = ok.ttft_ms.to_numpy() - true_ttft  # client send → read against server arrival → send
     assert np.median(np.abs(error)) < 5.0, error
     assert np.all(ok.first_chunk_ms.to_numpy() < ok.ttft_ms.to_numpy() - 50)  # kept as its own column
