@@ -8,21 +8,18 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from tests.support.cli import locust_cmd, sweep_cmd
 from vlab.core.paths import REPO_ROOT
 from vlab.core.records import RequestRecord
 from vlab.core.runfolder import REQUESTS_CSV
 
 pytestmark = pytest.mark.e2e
-
-
-LOCUSTFILE = str(REPO_ROOT / "locustfiles" / "llm.py")
 
 
 @pytest.mark.parametrize(
@@ -42,10 +39,9 @@ def test_interrupt_mid_run_keeps_whole_records_a_report_and_its_exit_code(
     )
     run_dir = tmp_path / "run"
     if how == "sweep":
-        cmd = [sys.executable, "-m", "vlab", "sweep", str(scenario), "--host", vllm_base_url, "--run-dir", str(run_dir)]
+        cmd = sweep_cmd(scenario, vllm_base_url, "--run-dir", str(run_dir))
     else:
-        cmd = [sys.executable, "-m", "locust", "-f", LOCUSTFILE, "--scenario", str(scenario), "--host", vllm_base_url,
-               "--headless", "--run-dir", str(run_dir)]  # fmt: skip
+        cmd = locust_cmd(scenario, vllm_base_url, "--headless", "--run-dir", str(run_dir))
     sweep = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, cwd=REPO_ROOT
     )

@@ -7,18 +7,17 @@ run folder and its report, `--autostart` runs the levels with the web UI up, `--
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from tests.support.cli import locust_cmd
 from vlab.client.http import find_free_port
 from vlab.core.paths import REPO_ROOT
 from vlab.core.runfolder import LEVELS_CSV, REPORT_HTML, REQUESTS_CSV, read_run_json
 
 pytestmark = pytest.mark.e2e
-LOCUSTFILE = str(REPO_ROOT / "locustfiles" / "llm.py")
 
 # Three stages that would take 30 s: a flag that is ignored shows up as a long run with 1, 2 and 3 users.
 STAGED = """name: flags
@@ -37,7 +36,7 @@ def locust(tmp_path: Path, host: str, *args: str, scenario: str = STAGED, timeou
     path = tmp_path / "scenario.yaml"
     path.write_text(scenario)
     run_dir = tmp_path / "run"
-    cmd = [sys.executable, "-m", "locust", "-f", LOCUSTFILE, "--scenario", str(path), "--host", host]
+    cmd = locust_cmd(path, host)
     if "--run-dir" not in args:
         cmd += ["--run-dir", str(run_dir)]
     out = subprocess.run([*cmd, *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout)

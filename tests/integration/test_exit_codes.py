@@ -7,15 +7,14 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.support.cli import locust_cmd, sweep_cmd
 from vlab.client.http import find_free_port
 from vlab.core.paths import REPO_ROOT
 
-LOCUSTFILE = str(REPO_ROOT / "locustfiles" / "llm.py")
 SCENARIO = "name: codes\nload: {users: 2, duration: 30s}\ndata: {prompt_tokens: 40, output_tokens: 8}\n"
 
 
@@ -24,10 +23,9 @@ def run(tmp_path: Path, how: str, host: str, scenario: str = SCENARIO) -> tuple[
     path.write_text(scenario)
     run_dir = tmp_path / "run"
     if how == "sweep":
-        cmd = [sys.executable, "-m", "vlab", "sweep", str(path), "--host", host, "--run-dir", str(run_dir)]
+        cmd = sweep_cmd(path, host, "--run-dir", str(run_dir))
     else:
-        cmd = [sys.executable, "-m", "locust", "-f", LOCUSTFILE, "--scenario", str(path), "--host", host,
-               "--headless", "--run-dir", str(run_dir)]  # fmt: skip
+        cmd = locust_cmd(path, host, "--headless", "--run-dir", str(run_dir))
     out = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     return out.returncode, out.stdout + out.stderr, run_dir
 
