@@ -27,7 +27,9 @@ from vlab.core.paths import CACHE_DIR, SERVER_PYTHON
 from vlab.core.processes import die_with_parent
 
 LOGS_DIR = CACHE_DIR / "logs"
-DEFAULT_HEALTH_TIMEOUT_S = 240.0
+DEFAULT_HEALTH_TIMEOUT_S = 600.0
+"""How long a start may take to answer /health, s. A warm start takes 30–60 s on this 2-core machine; a cold one (no
+compile cache yet, as on a fresh clone) on a busy machine took more than 240 s (2026-12-02)."""
 POLL_INTERVAL_S = 0.5
 DUMMY_HINT = "shared/gpu-offline/make-dummy-model.py (config and tokenizer, no weights; see docs/gpu.md)"
 NVIDIA_DEV_ENV = "VLAB_NVIDIA_DEV"
