@@ -16,11 +16,12 @@ from server.launcher import start_server
 from server.profile import load_profile
 from vlab.client.http import find_free_port, http_get
 from vlab.commands.runner import run_locust
-from vlab.core.paths import MODELS_DIR
+from vlab.core.paths import MODELS_DIR, REPO_ROOT
 from vlab.core.runfolder import REQUESTS_CSV
 from vlab.core.scenario import load_scenario
 
 pytestmark = pytest.mark.e2e
+DATASET = REPO_ROOT / "scenarios" / "data" / "prompts.jsonl"
 
 
 def test_transformers_cb_profile_serves_and_the_suite_measures_it(tmp_path: Path) -> None:
@@ -43,14 +44,32 @@ def test_transformers_cb_profile_serves_and_the_suite_measures_it(tmp_path: Path
                           .replace("duration: 8s", "duration: 2s"))  # fmt: skip
         strict_dir = tmp_path / "strict"
         run_locust(load_scenario(strict), strict, strict_dir, host=server.base_url, server_profile=profile.name)
+        # a dataset scenario against the same non-vLLM server
+        dataset = tmp_path / "ds.yaml"
+        dataset.write_text(
+            scenario.read_text()
+            .replace("duration: 8s", "duration: 3s")
+            .replace(
+                "data: {prompt_tokens: 32, output_tokens: 12, ignore_eos: false}",
+                f"data: {{output_tokens: 8, ignore_eos: false, dataset: {{path: {DATASET}, format: jsonl}}}}",
+            )
+        )
+        dataset_dir = tmp_path / "dataset"
+        run_locust(load_scenario(dataset), dataset, dataset_dir, host=server.base_url, server_profile=profile.name)
     requests = pd.read_csv(run_dir / REQUESTS_CSV, keep_default_na=False, na_values=[""])
     assert len(requests) >= 2 and requests.ok.all(), requests.error.unique()
     assert (requests.finish_reason.isin(["length", "stop"])).all()
+    # exact prompt lengths without /tokenize: the local tokenizer's count is the server's own (usage)
+    assert (requests.prompt_tokens == requests.prompt_tokens_requested).all() and (
+        requests.prompt_tokens_requested == 32
+    ).all()
     # the closing empty-delta chunk is not a token event: one event per generated token, as usage counts them
     assert (requests.n_events == requests.completion_tokens).all()
     assert (requests.first_chunk_ms < requests.ttft_ms).all()  # the role chunk comes before the first token
     strict_requests = pd.read_csv(strict_dir / REQUESTS_CSV, keep_default_na=False, na_values=[""])
     assert len(strict_requests) >= 1 and (strict_requests.error_kind == "no_done").all()
+    from_dataset = pd.read_csv(dataset_dir / REQUESTS_CSV, keep_default_na=False, na_values=[""])
+    assert len(from_dataset) >= 1 and from_dataset.ok.all(), from_dataset.error.unique()
     s = analyze(run_dir)
     assert s.table["n_measured"].sum() == len(requests) and s.table["ttft_p50"].iloc[0] > 0
     assert s.server is None or not s.server.available

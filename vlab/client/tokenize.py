@@ -56,9 +56,11 @@ class LocalTokenizer:
     def count_chat(self, messages: list[dict[str, Any]]) -> int:
         if not getattr(self._tok, "chat_template", None):
             raise ConfigError(f"{self.source} has no chat template: use api.endpoint: completions, or another folder")
-        ids = self._tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-        if isinstance(ids, dict):  # newer transformers return a BatchEncoding
+        ids: Any = self._tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        if not isinstance(ids, list):  # transformers 5 returns a BatchEncoding (a UserDict, not a dict): its ids
             ids = ids["input_ids"]
+        if ids and isinstance(ids[0], list):  # a batch of one conversation
+            ids = ids[0]
         return len(ids)
 
 
