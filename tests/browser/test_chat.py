@@ -10,6 +10,7 @@ test-artifacts/chat-idle.png (the streamed answers and the HTML shown as text) a
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +83,7 @@ def test_chat_streams_with_timing_and_ttft_grows_under_load(vllm_base_url: str, 
         assert mine.locator("strong").text_content() == "bold" and mine.locator("code").text_content() == "code"
 
         page.screenshot(path=str(ARTIFACTS / "chat-idle.png"), full_page=True)
-        idle = [float(ask(page, QUESTION, fresh=True)["ttftMs"]) for _ in range(2)]
+        idle = [float(ask(page, QUESTION, fresh=True)["ttftMs"]) for _ in range(3)]
         assert page.locator(".msg.user").count() == 1  # "New chat" cleared the conversation
 
         # A load ramp from Locust's own form, in another tab; the chat's server panel shows it.
@@ -90,11 +91,11 @@ def test_chat_streams_with_timing_and_ttft_grows_under_load(vllm_base_url: str, 
         start_ramp_through_form(ui, base, users=16, spawn_rate=16)
         page.wait_for_function("() => Number(document.querySelector('#srv-running').textContent) >= 4", timeout=60_000)
         page.wait_for_timeout(3000)
-        loaded = [float(ask(page, QUESTION, fresh=True)["ttftMs"]) for _ in range(2)]
+        loaded = [float(ask(page, QUESTION, fresh=True)["ttftMs"]) for _ in range(3)]
         page.screenshot(path=str(ARTIFACTS / "chat-under-load.png"), full_page=True)
         ui.click('button:has-text("Stop")')
         (ARTIFACTS / "chat-ttft.json").write_text(json.dumps({"idle_ttft_ms": idle, "loaded_ttft_ms": loaded}) + "\n")
-        # Visibly: the best loaded TTFT exceeds the best idle one by half again (both are minima of two messages,
-        # so one slow idle message on the shared machine cannot pass the test).
-        assert min(loaded) > 1.5 * min(idle), (idle, loaded)
+        # Visibly: the median loaded TTFT exceeds the median idle one by half again (medians of three messages, so
+        # one message that lands in a gap between the load's batches, or one slow idle message, decides nothing).
+        assert statistics.median(loaded) > 1.5 * statistics.median(idle), (idle, loaded)
     assert errors == [], log.read_text()[-2000:]
