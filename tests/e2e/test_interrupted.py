@@ -22,6 +22,12 @@ from vlab.core.runfolder import REQUESTS_CSV
 pytestmark = pytest.mark.e2e
 
 
+def _as_in_a_terminal() -> None:
+    """SIGINT as a terminal's Ctrl-C finds it: a shell that runs `make test` in the background (CI runners, `cmd &`)
+    starts it with SIGINT ignored, which Python and every child then inherit — Locust would never see the signal."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize(
     ("how", "sig", "code"),
     [("sweep", signal.SIGTERM, 143), ("sweep", signal.SIGINT, 130), ("locust", signal.SIGINT, 130),
@@ -43,8 +49,9 @@ def test_interrupt_mid_run_keeps_whole_records_a_report_and_its_exit_code(
     else:
         cmd = locust_cmd(scenario, vllm_base_url, "--headless", "--run-dir", str(run_dir))
     sweep = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, cwd=REPO_ROOT
-    )
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, cwd=REPO_ROOT,
+        preexec_fn=_as_in_a_terminal,
+    )  # fmt: skip
     try:
         deadline = time.time() + 60
         while not (run_dir / REQUESTS_CSV).exists() or len((run_dir / REQUESTS_CSV).read_text().splitlines()) < 5:
