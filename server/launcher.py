@@ -36,6 +36,22 @@ NVIDIA_DEV_ENV = "VLAB_NVIDIA_DEV"
 """Overrides the device node checked for an NVIDIA GPU (default /dev/nvidia0); tests point it elsewhere."""
 
 
+def _nvidia_smi_gpus(timeout_s: float) -> tuple[list[str] | None, str]:
+    """`nvidia-smi -L`'s "GPU ..." lines, or None when it is missing, fails or exits non-zero; and a note on what it
+    did (for the reason a machine has no GPU)."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return None, "nvidia-smi not found"
+    try:
+        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=timeout_s, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return None, f"nvidia-smi failed ({exc.__class__.__name__})"
+    first = (out.stdout or out.stderr).strip().splitlines()
+    note = f"nvidia-smi exited {out.returncode}" + (f": {first[0][:120]}" if first else "")
+    gpus = [line for line in out.stdout.splitlines() if line.startswith("GPU")]
+    return (gpus if out.returncode == 0 else None), note
+
+
 def detect_nvidia_gpu(timeout_s: float = 10.0) -> tuple[bool, str]:
     """(True, how) if this machine has an NVIDIA GPU, else (False, why not). Never raises.
 
@@ -43,19 +59,9 @@ def detect_nvidia_gpu(timeout_s: float = 10.0) -> tuple[bool, str]:
     node /dev/nvidia0 exists (containers without nvidia-smi). The same rule as scripts/select-vllm.sh.
     """
     dev = os.environ.get(NVIDIA_DEV_ENV) or "/dev/nvidia0"
-    smi = shutil.which("nvidia-smi")
-    smi_note = "nvidia-smi not found"
-    if smi is not None:
-        try:
-            out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=timeout_s, check=False)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            smi_note = f"nvidia-smi failed ({exc.__class__.__name__})"
-        else:
-            gpus = [line for line in out.stdout.splitlines() if line.startswith("GPU")]
-            if out.returncode == 0 and gpus:
-                return True, f"nvidia-smi lists {len(gpus)} GPU(s)"
-            first = (out.stdout or out.stderr).strip().splitlines()
-            smi_note = f"nvidia-smi exited {out.returncode}" + (f": {first[0][:120]}" if first else "")
+    gpus, smi_note = _nvidia_smi_gpus(timeout_s)
+    if gpus:
+        return True, f"nvidia-smi lists {len(gpus)} GPU(s)"
     if os.path.exists(dev):
         return True, f"{dev} exists"
     return False, f"no {dev}, {smi_note}"
@@ -64,20 +70,13 @@ def detect_nvidia_gpu(timeout_s: float = 10.0) -> tuple[bool, str]:
 def visible_gpu_count(timeout_s: float = 10.0) -> int | None:
     """GPUs a server started here would see: `nvidia-smi -L`'s lines, narrowed by CUDA_VISIBLE_DEVICES when set;
     None when nvidia-smi is missing or fails (then vLLM itself decides)."""
-    smi = shutil.which("nvidia-smi")
-    if smi is None:
-        return None
-    try:
-        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=timeout_s, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    listed = sum(line.startswith("GPU") for line in out.stdout.splitlines())
-    if out.returncode != 0:
+    gpus, _ = _nvidia_smi_gpus(timeout_s)
+    if gpus is None:
         return None
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is None:
-        return listed
-    return min(listed, len([d for d in visible.split(",") if d.strip()]))
+        return len(gpus)
+    return min(len(gpus), len([d for d in visible.split(",") if d.strip()]))
 
 
 def log_tail(path: Path, lines: int = 20) -> str:
@@ -186,7 +185,7 @@ def check_startable(profile: ServerProfile) -> None:
                 f"profile {profile.name} is for an NVIDIA GPU (device: cuda) and this machine has none ({why}); "
                 "use a cpu profile such as cpu-smollm2 (--dry-run prints the command without a GPU)"
             )
-        visible = visible_gpu_count()
+        visible = visible_gpu_count() if profile.tensor_parallel_size > 1 else None
         if visible is not None and visible < profile.tensor_parallel_size:
             raise UserError(
                 f"profile {profile.name} splits the model across {profile.tensor_parallel_size} GPUs "
