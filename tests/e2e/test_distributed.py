@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -104,5 +105,9 @@ def test_a_worker_killed_mid_run_loses_nothing_it_sent(vllm_base_url: str, tmp_p
     assert by_node.max() > killed_at + 3  # the surviving worker went on to the end of the run
     meta = read_run_json(run_dir)
     assert meta["status"] == "completed" and len(meta["workers"]["lost"]) == 1
-    assert meta["workers"]["lost"][0]["at"] > killed_at
+    lost = meta["workers"]["lost"][0]
+    assert lost["at"] > killed_at
+    assert lost["node"] == f"{socket.gethostname()}-{victim.pid}"  # named by the ids of its records
+    assert lost["records_received"] == (requests.node == lost["node"]).sum() > 0
+    assert "no heartbeat" in lost["reason"]
     assert meta["records"] == len(requests)

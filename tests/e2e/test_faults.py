@@ -85,6 +85,22 @@ def test_fault_is_recorded_with_its_category(
     assert_survived(requests, run_dir)
 
 
+def test_every_request_names_its_record_to_the_server(vllm_base_url: str, tmp_path: Path) -> None:
+    # X-Request-Id = the record's request_id: the proxy's lists (what it received, what it relayed to [DONE]) are the
+    # records on disk, id for id — the soak's exactly-once check (bench/soak_faults.py) rests on this.
+    fresh = FaultProxy(vllm_base_url).start()
+    try:
+        with fresh.injecting(Fault("cut", after_events=3, every=3)):
+            requests, _, _ = run_with(tmp_path, fresh.base_url, "load: {users: 2, duration: 5s}\n"
+                                      "data: {prompt_tokens: 40, output_tokens: 8}\n")  # fmt: skip
+    finally:
+        fresh.stop()
+    assert requests.request_id.is_unique
+    assert sorted(fresh.received_ids) == sorted(requests.request_id)
+    assert sorted(fresh.completed_ids) == sorted(requests[requests.ok == 1].request_id)
+    assert (requests.error_kind == "stream_cut").any()
+
+
 def test_stalled_stream_hits_the_read_timeout(proxy: FaultProxy, tmp_path: Path) -> None:
     # The 8 s stall comes after the role chunk and the first token; 3 s of silence is a read timeout, long enough that
     # a slow prefill on a busy machine is not one, short enough to catch the stall.

@@ -107,15 +107,17 @@ class StreamConnection:
                 self._sock = None
 
     # ------------------------------------------------------------------------------------------------- request
-    def post(self, path: str, body: bytes, raw: RawStream | None = None) -> RawStream:
-        """POST `body` to `path` and read the whole response into `raw` (a new one by default).
+    def post(self, path: str, body: bytes, raw: RawStream | None = None, *, request_id: str = "") -> RawStream:
+        """POST `body` to `path` and read the whole response into `raw` (a new one by default). A `request_id` goes
+        out as `X-Request-Id`, which vLLM takes as its own request id (its logs then name the suite's record).
 
         Never raises for network or HTTP failures: they are returned in `error_kind`/`error` with whatever arrived
         before them. If the calling greenlet is killed mid-stream (the run stopped), `raw` keeps what had arrived.
         """
-        request = b"POST %s HTTP/1.1\r\n%sContent-Length: %d\r\n\r\n%s" % (
+        request = b"POST %s HTTP/1.1\r\n%s%sContent-Length: %d\r\n\r\n%s" % (
             (self.prefix + path).encode(),
             self._head,
+            b"X-Request-Id: %s\r\n" % request_id.encode() if request_id else b"",
             len(body),
             body,
         )

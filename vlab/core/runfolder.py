@@ -86,8 +86,14 @@ class ServerInfoMeta(_Model):
 
 
 class LostWorker(_Model):
-    worker: str
-    at: float
+    """A worker process the master stopped hearing from mid-run. Its records that reached the master are on disk;
+    what it had not yet sent (at most its last batch interval, 0.5 s) and its streams in flight are not."""
+
+    worker: str = Field(description="Locust's id of the worker (`host_uuid`).")
+    at: float = Field(description="When the master marked it missing, Unix seconds.")
+    node: str | None = Field(default=None, description="Its `node` in requests.csv; None if it never sent a batch.")
+    records_received: int = Field(default=0, description="requests.csv rows the master got from it.")
+    reason: str = ""
 
 
 class WorkersMeta(_Model):

@@ -33,7 +33,14 @@ from typing import Any
 import gevent
 from locust import events
 from locust.env import Environment
-from locust.runners import STATE_RUNNING, STATE_SPAWNING, MasterRunner, WorkerRunner
+from locust.runners import (
+    HEARTBEAT_INTERVAL,
+    HEARTBEAT_LIVENESS,
+    STATE_RUNNING,
+    STATE_SPAWNING,
+    MasterRunner,
+    WorkerRunner,
+)
 
 from vlab.client.api import credentials_for, probe_server
 from vlab.client.http import DEFAULT_HOST
@@ -67,7 +74,7 @@ from vlab.locust.finisher import Finisher
 from vlab.locust.monitor import ClientMonitor
 from vlab.locust.schedule import ArrivalSchedule
 from vlab.locust.shape import LevelShape, driven_by_levels
-from vlab.locust.sink import MESSAGE_TYPE, BatchReceiver, CsvSink, MessageSink
+from vlab.locust.sink import BATCH_INTERVAL_S, MESSAGE_TYPE, BatchReceiver, CsvSink, MessageSink
 from vlab.locust.workload import PromptFactory, WordVocabulary
 from vlab.telemetry.gpu import start_gpu_sampler
 from vlab.telemetry.server_metrics import start_sampler
@@ -383,9 +390,24 @@ def _watch_runner(ctx: RunContext) -> None:
             for client in runner.clients.missing:
                 if client.id not in lost:
                     lost.add(client.id)
-                    ctx.workers_lost.append(LostWorker(worker=client.id, at=time.time()))
+                    ctx.workers_lost.append(lost_worker(ctx, client.id))
                     log.warning("vlab: worker %s was lost; its records sent so far are kept", client.id)
         gevent.sleep(0.25)
+
+
+def lost_worker(ctx: RunContext, worker_id: str) -> LostWorker:
+    """What run.json says of a worker that stopped sending heartbeats: which node, how many of its records are on
+    disk, and why the rest are not."""
+    node = ctx.receiver.nodes.get(worker_id) if ctx.receiver else None
+    silent_s = HEARTBEAT_LIVENESS * HEARTBEAT_INTERVAL
+    return LostWorker(
+        worker=worker_id,
+        at=time.time(),
+        node=node,
+        records_received=ctx.receiver.received.get(node, 0) if ctx.receiver and node else 0,
+        reason=f"no heartbeat for {silent_s:g} s (the process died or hung): the records it had not yet sent (at "
+        f"most its last {BATCH_INTERVAL_S:g} s) and its streams in flight are not on disk",
+    )
 
 
 # ------------------------------------------------------------------------------------------------------ test stop

@@ -26,7 +26,6 @@ from vlab.client.sse import StreamResult
 from vlab.client.stream import RawStream
 from vlab.core.records import ErrorKind
 from vlab.locust.user import LLMUser, Request, Sent, record_result
-from vlab.locust.workload import PreparedRequest
 
 
 class OpenAISDKUser(LLMUser):
@@ -58,14 +57,14 @@ class OpenAISDKUser(LLMUser):
 
     def send(self, request: Request, want_text: bool = False) -> Sent:
         ctx = self.ctx
-        prepared = request.prepared
         raw = RawStream()
         level_index = request.level.index if request.level is not None else -1
+        request.request_id = request.request_id or ctx.next_request_id()
         ctx.tracker.started(raw)
         result = StreamResult(status=0)
         texts: list[str] = []
         try:
-            _stream(self.client, ctx.scenario.api.endpoint, prepared, raw, result, texts)
+            _stream(self.client, ctx.scenario.api.endpoint, request, raw, result, texts)
         except GreenletExit:
             ctx.tracker.finished(raw, level_index)
             record_result(ctx, raw, result, request, cut_off=True)
@@ -83,10 +82,10 @@ class OpenAISDKUser(LLMUser):
 
 
 def _stream(
-    client: Any, endpoint: str, prepared: PreparedRequest, raw: RawStream, result: StreamResult, texts: list[str]
+    client: Any, endpoint: str, request: Request, raw: RawStream, result: StreamResult, texts: list[str]
 ) -> None:
     """Send the suite's exact JSON body through the SDK; stamp each chunk as the SDK yields it."""
-    body = json.loads(prepared.body)
+    body = json.loads(request.prepared.body)
     body.pop("stream", None)
     model = body.pop("model")
     if endpoint == "chat":
@@ -95,7 +94,10 @@ def _stream(
         create, field = client.completions.create, {"prompt": body.pop("prompt")}
     raw.t_send_wall = time.time()
     raw.t_send = time.perf_counter()
-    chunks = create(model=model, stream=True, extra_body=body, **field)  # max_tokens, stream_options, ignore_eos…
+    headers = {"X-Request-Id": request.request_id}
+    chunks = create(
+        model=model, stream=True, extra_body=body, extra_headers=headers, **field
+    )  # max_tokens, stream_options, ignore_eos…
     result.status = 200
     for chunk in chunks:
         stamp = time.perf_counter()

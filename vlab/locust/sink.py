@@ -177,6 +177,8 @@ class RecordBatch(BaseModel):
 
 _N_COLUMNS = len(RequestRecord.columns())
 MESSAGE_TYPE = "vlab_records"
+BATCH_INTERVAL_S = 0.5
+"""How often a worker sends its records to the master: what a worker that dies can take with it."""
 
 
 class MessageSink(_Pending):
@@ -186,7 +188,7 @@ class MessageSink(_Pending):
     reports that it stopped, so the master has every record by its own `test_stop`.
     """
 
-    def __init__(self, runner, node: str, interval_s: float = 0.5) -> None:
+    def __init__(self, runner, node: str, interval_s: float = BATCH_INTERVAL_S) -> None:
         _Pending.__init__(self)
         self.runner = runner
         self.node = node
@@ -220,6 +222,10 @@ class BatchReceiver:
         self.finished: set[str] = set()
         """Workers whose final batch has arrived."""
         self.rejected = 0
+        self.nodes: dict[str, str] = {}
+        """Locust's worker id → the worker's `node`, from the batches' senders."""
+        self.received: dict[str, int] = {}
+        """requests.csv rows received, per node."""
 
     def __call__(self, environment, msg, **_kw) -> None:
         try:
@@ -231,6 +237,9 @@ class BatchReceiver:
         if batch.seq <= self.last_seq.get(batch.node, -1):
             return
         self.last_seq[batch.node] = batch.seq
+        if getattr(msg, "node_id", None):
+            self.nodes[msg.node_id] = batch.node
+        self.received[batch.node] = self.received.get(batch.node, 0) + len(batch.requests)
         self.sink.add_lines(batch.requests, batch.tokens, batch.monitor)
         if batch.final:
             self.finished.add(batch.node)

@@ -63,6 +63,9 @@ class Request:
     retrieval_ms: float = math.nan
     due: float | None = None
     """Open loop: the perf_counter instant its arrival was scheduled (the ticket's); None in closed loop."""
+    request_id: str = ""
+    """`{node}-{n}`, given at the send and sent as `X-Request-Id`: the record, the server's logs and a proxy's
+    count name the same request."""
 
 
 @dataclass(slots=True)
@@ -85,9 +88,10 @@ def measure(ctx: RunContext, conn: StreamConnection, request: Request, *, want_t
     finish = functools.partial(_finish, ctx, raw, request, want_text=want_text)
     tracker = ctx.tracker
     level_index = request.level.index if request.level is not None else -1
+    request.request_id = request.request_id or ctx.next_request_id()
     tracker.started(raw)
     try:
-        conn.post(ctx.scenario.api.path, request.prepared.body, raw)
+        conn.post(ctx.scenario.api.path, request.prepared.body, raw, request_id=request.request_id)
     except GreenletExit:
         conn.close()  # the run stopped while this request was in flight: record it as cut off, then stop
         tracker.finished(raw, level_index)
@@ -160,7 +164,7 @@ def to_record(
     phases = PhaseTiming.from_events(timing.token_times_ms, result.event_kinds) if timing else None
     sent = raw.t_send if raw.t_send else None
     record = RequestRecord(
-        request_id=ctx.next_request_id(),
+        request_id=request.request_id or ctx.next_request_id(),
         level=level.index if level else -1,
         level_target=level.target if level else math.nan,
         user=request.user_index,

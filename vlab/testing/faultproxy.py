@@ -5,8 +5,9 @@ per SSE event, as vLLM sends them), which is where a `Fault` can cut the stream,
 drop the usage chunk or `[DONE]`, merge token events, delay every event, rewrite the model name, or answer with an
 error status instead. Faults are tested against real traffic this way, not against a script.
 
-The proxy counts the streams it relayed to the end (`completed_streams`), so a soak test can check that every
-completed stream is on disk. It runs an asyncio loop in a daemon thread; `start()` returns its base URL.
+The proxy counts the streams it relayed to the end (`completed_streams`) and keeps their `X-Request-Id`s
+(`completed_ids`, in order), so a soak test can check that every completed stream is on disk exactly once. It
+runs an asyncio loop in a daemon thread; `start()` returns its base URL.
 
     proxy = FaultProxy("http://127.0.0.1:8000").start()      # e.g. http://127.0.0.1:40123
     proxy.fault = Fault("cut", after_events=5)               # from now on, every stream is cut after 5 events
@@ -52,14 +53,20 @@ class FaultProxy:
         self.upstream_port = parts.port or 80
         self.host, self.port = host, port
         self.fault = Fault()
-        self.completed_streams = 0
-        """Streams relayed through `data: [DONE]` to the client."""
-        self.requests_seen = 0
+        self.completed_ids: list[str] = []
+        """The `X-Request-Id` ("" without one) of each stream relayed through `data: [DONE]`, in order."""
+        self.received_ids: list[str] = []
+        """The `X-Request-Id` of each streamed completion request received, in order."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.base_events.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._ready = threading.Event()
         self._thread: threading.Thread | None = None
+
+    @property
+    def completed_streams(self) -> int:
+        """Streams relayed through `data: [DONE]` (or to their end, under `no_done`) to the client."""
+        return len(self.completed_ids)
 
     @property
     def base_url(self) -> str:
@@ -136,9 +143,9 @@ class FaultProxy:
                     method == "POST" and path.endswith("completions") and b'"stream":true' in body.replace(b" ", b"")
                 )
                 if streaming:
-                    self.requests_seen += 1
+                    self.received_ids.append(headers.get("x-request-id", ""))
                     fault = self.fault
-                    active = fault.kind != "none" and self.requests_seen % max(fault.every, 1) == 0
+                    active = fault.kind != "none" and len(self.received_ids) % max(fault.every, 1) == 0
                     await self._stream(method, path, headers, body, writer, fault if active else Fault())
                 else:
                     await self._passthrough(method, path, headers, body, writer)
@@ -242,11 +249,11 @@ class FaultProxy:
                     await _send_chunk(writer, event)
                     sent += 1
                     if event.startswith(b"data: [DONE]"):
-                        self.completed_streams += 1
+                        self.completed_ids.append(headers.get("x-request-id", ""))
             writer.write(b"0\r\n\r\n")
             await writer.drain()
             if fault.kind == "no_done":
-                self.completed_streams += 1
+                self.completed_ids.append(headers.get("x-request-id", ""))
         finally:
             up_writer.close()
 
