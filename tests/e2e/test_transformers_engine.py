@@ -71,5 +71,8 @@ def test_transformers_cb_profile_serves_and_the_suite_measures_it(tmp_path: Path
     from_dataset = pd.read_csv(dataset_dir / REQUESTS_CSV, keep_default_na=False, na_values=[""])
     assert len(from_dataset) >= 1 and from_dataset.ok.all(), from_dataset.error.unique()
     s = analyze(run_dir)
-    assert s.table["n_measured"].sum() == len(requests) and s.table["ttft_p50"].iloc[0] > 0
+    # every request belongs to the level; which of them fall inside its steady-state window depends on the machine's
+    # speed (a busy machine stretches the drain past the level's end), so only "some" is a property
+    assert s.table["n_sent"].sum() == len(requests) and 1 <= s.table["n_measured"].sum() <= len(requests)
+    assert s.table["ttft_p50"].iloc[0] > 0
     assert s.server is None or not s.server.available
