@@ -161,11 +161,12 @@ def _soak(args: argparse.Namespace, host: str) -> int:
 
 
 def _a_worker_process() -> psutil.Process | None:
-    """A Locust worker forked by the run's master (`--processes`): a grandchild of this process."""
+    """A Locust worker forked by the run's master (`--processes`). The master is the child whose command line runs
+    Locust: the server this soak started is a child too, and killing one of its processes is another soak."""
     for child in psutil.Process(os.getpid()).children():
-        workers = sorted(child.children(), key=lambda p: p.pid)
-        if workers:
-            return workers[0]
+        if "locust" in " ".join(child.cmdline()):
+            workers = sorted(child.children(), key=lambda p: p.pid)
+            return workers[0] if workers else None
     return None
 
 
