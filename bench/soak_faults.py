@@ -22,6 +22,7 @@ import argparse
 import itertools
 import json
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -52,10 +53,9 @@ FAULTS = [
 
 @dataclass
 class Killed:
-    """The worker process the soak killed: its node (`host-pid`, the prefix of its request ids) and when."""
+    """The worker process the soak killed: its node (`host-pid`, the prefix of its request ids)."""
 
     node: str = ""
-    at: float = 0.0
 
 
 @dataclass
@@ -123,7 +123,7 @@ def _soak(args: argparse.Namespace, host: str) -> int:
         if victim is None:
             print("soak: no worker process found to kill", file=sys.stderr)
             return
-        killed.node, killed.at = f"{socket.gethostname()}-{victim.pid}", time.time()
+        killed.node = f"{socket.gethostname()}-{victim.pid}"
         victim.send_signal(signal.SIGKILL)
         print(f"soak: killed worker {killed.node} at {args.kill_worker_at:g} s", file=sys.stderr, flush=True)
 
@@ -149,8 +149,6 @@ def _soak(args: argparse.Namespace, host: str) -> int:
             requests = pd.read_csv(run_dir / REQUESTS_CSV, keep_default_na=False, na_values=[""])
             meta = json.loads((run_dir / RUN_JSON).read_text())
             if args.keep:
-                import shutil
-
                 shutil.copytree(run_dir, args.keep, dirs_exist_ok=True)
     finally:
         stop.set()
@@ -180,8 +178,8 @@ def judge(requests: pd.DataFrame, received: list[str], completed: list[str], kil
         return bool(killed) and request_id.startswith(killed + "-")
 
     missing_completed = [i for i in completed if i not in ok_on_disk]
-    missing_received = [i for i in received if i not in on_disk and i not in set(missing_completed)]
-    received_set = set(received)
+    counted = set(missing_completed)
+    missing_received = [i for i in received if i not in on_disk and i not in counted]
     return Verdict(
         on_disk=len(ids),
         duplicates=int(ids.duplicated().sum()),
@@ -192,7 +190,7 @@ def judge(requests: pd.DataFrame, received: list[str], completed: list[str], kil
         lost_in_flight=sum(map(of_killed, missing_received)),
         unexplained_completed=[i for i in missing_completed if not of_killed(i)],
         unexplained_received=[i for i in missing_received if not of_killed(i)],
-        not_seen_by_proxy=sorted(on_disk - received_set),
+        not_seen_by_proxy=sorted(on_disk - set(received)),
         lost_workers=(meta.get("workers") or {}).get("lost", []),
         killed=killed,
     )
